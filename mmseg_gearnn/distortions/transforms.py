@@ -1,0 +1,169 @@
+"""Registered transforms that distort an image and record the distortion.
+
+Each writes ``results['distortion'] = dict(type, level, gear)``; add
+``'distortion'`` to ``PackSegInputs``'s ``meta_keys`` to carry it into
+``data_sample.metainfo``. Labels are never touched.
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmcv.transforms.utils import cache_randomness
+from mmseg.registry import TRANSFORMS
+
+from .functional import KERNELS, distort
+from .space import CLEAN, build_space
+
+
+class _DistortionTransform(BaseTransform):
+    """Shared part: the distortion space and applying one distortion."""
+
+    def __init__(self, space) -> None:
+        self.space = build_space(space)
+
+    @cache_randomness
+    def _noise_seed(self) -> int:
+        return int(np.random.randint(0, 2**31 - 1))
+
+    def _apply(self, results: dict, distortion_type: str, level) -> dict:
+        record = self.space.record(distortion_type, level)
+        if distortion_type != CLEAN:
+            rng = None
+            if KERNELS[distortion_type][2]:
+                rng = np.random.default_rng(self._noise_seed())
+            results['img'] = distort(results['img'], distortion_type,
+                                     record['level'], rng)
+        results['distortion'] = record
+        return results
+
+
+@TRANSFORMS.register_module()
+class FixedDistortion(_DistortionTransform):
+    """Distort every image with one (type, level) of the distortion space.
+
+    Required Keys:
+
+    - img
+
+    Modified Keys:
+
+    - img
+
+    Added Keys:
+
+    - distortion (dict): ``type``, ``level`` and ``gear`` id.
+
+    Args:
+        space (dict | DistortionSpace): the distortion space.
+        distortion_type (str): a type of the space, or ``'clean'``.
+        level (float, optional): a level of that type (ignored for clean).
+    """
+
+    def __init__(self, space, distortion_type: str, level=None) -> None:
+        super().__init__(space)
+        # Validates now, not at the first image.
+        record = self.space.record(distortion_type, level)
+        self.distortion_type = distortion_type
+        self.level = record['level']
+
+    def transform(self, results: dict) -> dict:
+        return self._apply(results, self.distortion_type, self.level)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(space={self.space!r}, '
+                f'distortion_type={self.distortion_type!r}, '
+                f'level={self.level!r})')
+
+
+@TRANSFORMS.register_module()
+class RandomDistortion(_DistortionTransform):
+    """Distort each image with a random (type, level) of the space.
+
+    With probability ``clean_prob`` the image stays clean (gear 0);
+    otherwise a type is drawn uniformly from ``types``, then a level
+    uniformly from that type's levels.
+
+    Required Keys:
+
+    - img
+
+    Modified Keys:
+
+    - img
+
+    Added Keys:
+
+    - distortion (dict): ``type``, ``level`` and ``gear`` id.
+
+    Args:
+        space (dict | DistortionSpace): the distortion space.
+        clean_prob (float): probability of leaving the image clean.
+        types (Sequence[str], optional): the types to draw from; all the
+            space's types if None.
+    """
+
+    def __init__(self,
+                 space,
+                 clean_prob: float = 0.1,
+                 types: Optional[Sequence[str]] = None) -> None:
+        super().__init__(space)
+        if not 0 <= clean_prob <= 1:
+            raise ValueError(f'clean_prob must be in [0, 1], got {clean_prob}')
+        self.clean_prob = clean_prob
+        if types is not None:
+            types = list(types)
+            if not types:
+                raise ValueError('types is empty: give None for all types')
+            for t in types:
+                self.space.levels(t)  # raises for a type not in the space
+        self.types = types
+
+    @cache_randomness
+    def _draw(self):
+        if np.random.rand() < self.clean_prob:
+            return CLEAN, None
+        types = self.types or self.space.types
+        dtype = types[np.random.randint(len(types))]
+        levels = self.space.levels(dtype)
+        return dtype, levels[np.random.randint(len(levels))]
+
+    def transform(self, results: dict) -> dict:
+        dtype, level = self._draw()
+        return self._apply(results, dtype, level)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(space={self.space!r}, '
+                f'clean_prob={self.clean_prob}, types={self.types!r})')
+
+
+@TRANSFORMS.register_module()
+class RequestedDistortion(_DistortionTransform):
+    """Apply the distortion that the dataset asks for in
+    ``results['distortion_request'] = dict(type, level)`` (clean if absent).
+
+    Used by :class:`DistortionSweepDataset` to evaluate every (type, level)
+    with one pipeline.
+
+    Required Keys:
+
+    - img
+    - distortion_request (optional)
+
+    Modified Keys:
+
+    - img
+
+    Added Keys:
+
+    - distortion (dict): ``type``, ``level`` and ``gear`` id.
+
+    Args:
+        space (dict | DistortionSpace): the distortion space.
+    """
+
+    def transform(self, results: dict) -> dict:
+        request = results.pop('distortion_request', None) or dict(type=CLEAN)
+        return self._apply(results, request['type'], request.get('level'))
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(space={self.space!r})'
