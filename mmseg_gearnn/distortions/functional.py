@@ -5,6 +5,7 @@ returns a new ``uint8`` array of the same shape; none modifies its input.
 Randomness (noise) comes only from an explicit ``numpy.random.Generator`` so
 that the same seed always gives the same output.
 """
+
 from typing import Optional
 
 import cv2
@@ -17,8 +18,10 @@ def _check_image(img: np.ndarray) -> None:
     if img.dtype != np.uint8:
         raise TypeError(f'img must be uint8, got {img.dtype}')
     if img.ndim not in (2, 3) or img.shape[0] == 0 or img.shape[1] == 0:
-        raise ValueError('img must have shape (H, W) or (H, W, C) with H, W '
-                         f'> 0, got {img.shape}')
+        raise ValueError(
+            'img must have shape (H, W) or (H, W, C) with H, W '
+            f'> 0, got {img.shape}'
+        )
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -47,17 +50,20 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode as JPEG at ``quality`` (1-100) and decode again."""
     _check_image(img)
     if int(quality) != quality or not 1 <= quality <= 100:
-        raise ValueError(f'JPEG quality must be an integer in [1, 100], '
-                         f'got {quality}')
-    ok, buf = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY,
-                                         int(quality)])
+        raise ValueError(
+            f'JPEG quality must be an integer in [1, 100], got {quality}'
+        )
+    ok, buf = cv2.imencode(
+        '.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
-        raise RuntimeError(f'JPEG encoding failed for an image of shape '
-                           f'{img.shape}')
+        raise RuntimeError(
+            f'JPEG encoding failed for an image of shape {img.shape}'
+        )
     flag = cv2.IMREAD_GRAYSCALE if img.ndim == 2 else cv2.IMREAD_COLOR
     out = cv2.imdecode(buf, flag)
     if img.ndim == 3 and img.shape[2] != out.shape[2]:
-        out = out[..., :img.shape[2]]
+        out = out[..., : img.shape[2]]
     return out
 
 
@@ -72,15 +78,17 @@ def resolution(img: np.ndarray, scale: float) -> np.ndarray:
         return img.copy()
     h, w = img.shape[:2]
     small = cv2.resize(
-        img, (max(1, round(w * scale)), max(1, round(h * scale))),
-        interpolation=cv2.INTER_AREA)
+        img,
+        (max(1, round(w * scale)), max(1, round(h * scale))),
+        interpolation=cv2.INTER_AREA,
+    )
     out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     return out.reshape(img.shape)
 
 
-def gaussian_noise(img: np.ndarray,
-                   sigma: float,
-                   rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def gaussian_noise(
+    img: np.ndarray, sigma: float, rng: Optional[np.random.Generator] = None
+) -> np.ndarray:
     """Add zero-mean Gaussian noise of standard deviation ``sigma`` (on the
     0-255 scale), drawn from ``rng`` (a fresh seed-0 generator if None)."""
     _check_image(img)
@@ -102,8 +110,13 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
         return img.copy()
     # A kernel of about 3 sigma on each side holds 99.7% of the mass.
     ksize = 2 * int(np.ceil(3 * sigma)) + 1
-    out = cv2.GaussianBlur(img, (ksize, ksize), sigmaX=sigma, sigmaY=sigma,
-                           borderType=cv2.BORDER_REFLECT_101)
+    out = cv2.GaussianBlur(
+        img,
+        (ksize, ksize),
+        sigmaX=sigma,
+        sigmaY=sigma,
+        borderType=cv2.BORDER_REFLECT_101,
+    )
     return out.reshape(img.shape)
 
 
@@ -111,7 +124,7 @@ def psnr(reference: np.ndarray, img: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB (inf for identical images)."""
     if reference.shape != img.shape:
         raise ValueError(f'shapes differ: {reference.shape} vs {img.shape}')
-    mse = np.mean((reference.astype(np.float64) - img.astype(np.float64))**2)
+    mse = np.mean((reference.astype(np.float64) - img.astype(np.float64)) ** 2)
     return float('inf') if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
@@ -127,14 +140,18 @@ KERNELS = {
 }
 
 
-def distort(img: np.ndarray,
-            distortion_type: str,
-            level: float,
-            rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def distort(
+    img: np.ndarray,
+    distortion_type: str,
+    level: float,
+    rng: Optional[np.random.Generator] = None,
+) -> np.ndarray:
     """Apply the kernel named ``distortion_type`` at ``level``."""
     if distortion_type not in KERNELS:
-        raise KeyError(f'unknown distortion type {distortion_type!r}; '
-                       f'known types: {sorted(KERNELS)}')
+        raise KeyError(
+            f'unknown distortion type {distortion_type!r}; '
+            f'known types: {sorted(KERNELS)}'
+        )
     kernel, _, random = KERNELS[distortion_type]
     if random:
         return kernel(img, level, rng)

@@ -4,6 +4,7 @@ Gear 0 is always the clean input; gears 1..N follow the (type, level) pairs
 in the order the config lists them. Transforms, selection, gear training,
 evaluation and routing all read this one table.
 """
+
 import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -33,30 +34,39 @@ class DistortionSpace:
         ('brightness', 0.3)
     """
 
-    def __init__(self,
-                 distortions: Dict[str, Sequence[Union[int, float]]],
-                 snap: str = 'error') -> None:
+    def __init__(
+        self,
+        distortions: Dict[str, Sequence[Union[int, float]]],
+        snap: str = 'error',
+    ) -> None:
         if isinstance(distortions, DistortionSpace):
             distortions, snap = distortions.distortions, distortions.snap
         if not isinstance(distortions, dict) or not distortions:
-            raise ValueError('the distortion space is empty: give at least '
-                             'one type with levels, e.g. '
-                             "distortions=dict(jpeg=[40, 20, 10])")
+            raise ValueError(
+                'the distortion space is empty: give at least '
+                'one type with levels, e.g. '
+                'distortions=dict(jpeg=[40, 20, 10])'
+            )
         if snap not in ('error', 'nearest'):
-            raise ValueError(f"snap must be 'error' or 'nearest', got {snap!r}")
+            raise ValueError(
+                f"snap must be 'error' or 'nearest', got {snap!r}"
+            )
         self.snap = snap
         self.distortions: Dict[str, List] = OrderedDict()
         self._gears: List[Tuple[str, Optional[float]]] = [(CLEAN, None)]
         for dtype, levels in distortions.items():
             if dtype not in KERNELS:
-                raise ValueError(f'unknown distortion type {dtype!r}; known '
-                                 f'types: {sorted(KERNELS)}')
+                raise ValueError(
+                    f'unknown distortion type {dtype!r}; known '
+                    f'types: {sorted(KERNELS)}'
+                )
             levels = list(levels)
             if not levels:
                 raise ValueError(f'distortion type {dtype!r} has no levels')
             if len(set(levels)) != len(levels):
-                raise ValueError(f'distortion type {dtype!r} lists a level '
-                                 f'twice: {levels}')
+                raise ValueError(
+                    f'distortion type {dtype!r} lists a level twice: {levels}'
+                )
             self.distortions[dtype] = levels
             self._gears.extend((dtype, level) for level in levels)
 
@@ -81,22 +91,25 @@ class DistortionSpace:
         if distortion_type not in self.distortions:
             raise ValueError(
                 f'distortion type {distortion_type!r} is not in the '
-                f'distortion space; its types are {self.types}')
+                f'distortion space; its types are {self.types}'
+            )
 
     def resolve_level(self, distortion_type: str, level: float):
         """The listed level equal to ``level`` (or nearest, if snapping)."""
         self._check_type(distortion_type)
         levels = self.distortions[distortion_type]
         for listed in levels:
-            if math.isclose(float(listed), float(level), rel_tol=1e-6,
-                            abs_tol=1e-9):
+            if math.isclose(
+                float(listed), float(level), rel_tol=1e-6, abs_tol=1e-9
+            ):
                 return listed
         if self.snap == 'nearest':
             return min(levels, key=lambda lv: abs(float(lv) - float(level)))
         raise ValueError(
             f'level {level} is not in the distortion space for '
             f'{distortion_type!r}; valid levels: {levels} (or build the '
-            "space with snap='nearest')")
+            "space with snap='nearest')"
+        )
 
     def gear_id(self, distortion_type: str, level=None) -> int:
         """The gear of (type, level); ``'clean'`` is gear 0."""
@@ -107,10 +120,15 @@ class DistortionSpace:
 
     def level_of(self, gear: int) -> Tuple[str, Optional[float]]:
         """The (type, level) of a gear id."""
-        if isinstance(gear, bool) or not isinstance(gear, int) or not (
-                0 <= gear < self.num_gears):
-            raise ValueError(f'gear {gear!r} is outside the gear table: '
-                             f'valid gears are 0..{self.num_gears - 1}')
+        if (
+            isinstance(gear, bool)
+            or not isinstance(gear, int)
+            or not (0 <= gear < self.num_gears)
+        ):
+            raise ValueError(
+                f'gear {gear!r} is outside the gear table: '
+                f'valid gears are 0..{self.num_gears - 1}'
+            )
         return self._gears[gear]
 
     def record(self, distortion_type: str, level=None) -> dict:
@@ -118,21 +136,29 @@ class DistortionSpace:
         if distortion_type == CLEAN:
             return dict(type=CLEAN, level=None, gear=CLEAN_GEAR)
         level = self.resolve_level(distortion_type, level)
-        return dict(type=distortion_type, level=level,
-                    gear=self.gear_id(distortion_type, level))
+        return dict(
+            type=distortion_type,
+            level=level,
+            gear=self.gear_id(distortion_type, level),
+        )
 
     def to_dict(self) -> dict:
-        return dict(distortions={k: list(v)
-                                 for k, v in self.distortions.items()},
-                    snap=self.snap)
+        return dict(
+            distortions={k: list(v) for k, v in self.distortions.items()},
+            snap=self.snap,
+        )
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, DistortionSpace) and \
-            self.to_dict() == other.to_dict()
+        return (
+            isinstance(other, DistortionSpace)
+            and self.to_dict() == other.to_dict()
+        )
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(distortions='
-                f'{dict(self.distortions)}, snap={self.snap!r})')
+        return (
+            f'{self.__class__.__name__}(distortions='
+            f'{dict(self.distortions)}, snap={self.snap!r})'
+        )
 
 
 def build_space(space) -> DistortionSpace:
@@ -144,6 +170,8 @@ def build_space(space) -> DistortionSpace:
     space = dict(space)
     space.pop('type', None)
     if 'distortions' not in space:
-        raise ValueError("a distortion space config needs a 'distortions' "
-                         f'key, got keys {sorted(space)}')
+        raise ValueError(
+            "a distortion space config needs a 'distortions' "
+            f'key, got keys {sorted(space)}'
+        )
     return DistortionSpace(**space)

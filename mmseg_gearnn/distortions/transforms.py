@@ -4,6 +4,7 @@ Each writes ``results['distortion'] = dict(type, level, gear)``; add
 ``'distortion'`` to ``PackSegInputs``'s ``meta_keys`` to carry it into
 ``data_sample.metainfo``. Labels are never touched.
 """
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -31,8 +32,9 @@ class _DistortionTransform(BaseTransform):
             rng = None
             if KERNELS[distortion_type][2]:
                 rng = np.random.default_rng(self._noise_seed())
-            results['img'] = distort(results['img'], distortion_type,
-                                     record['level'], rng)
+            results['img'] = distort(
+                results['img'], distortion_type, record['level'], rng
+            )
         results['distortion'] = record
         return results
 
@@ -70,9 +72,11 @@ class FixedDistortion(_DistortionTransform):
         return self._apply(results, self.distortion_type, self.level)
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(space={self.space!r}, '
-                f'distortion_type={self.distortion_type!r}, '
-                f'level={self.level!r})')
+        return (
+            f'{self.__class__.__name__}(space={self.space!r}, '
+            f'distortion_type={self.distortion_type!r}, '
+            f'level={self.level!r})'
+        )
 
 
 @TRANSFORMS.register_module()
@@ -100,13 +104,27 @@ class RandomDistortion(_DistortionTransform):
         clean_prob (float): probability of leaving the image clean.
         types (Sequence[str], optional): the types to draw from; all the
             space's types if None.
+        draw_every (int): draw a new distortion every ``draw_every`` images
+            and reuse it in between. Set it to the batch size to give each
+            batch a single gear (a dataloader worker builds whole batches),
+            so that a gear's BN statistics see the whole batch.
     """
 
-    def __init__(self,
-                 space,
-                 clean_prob: float = 0.1,
-                 types: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self,
+        space,
+        clean_prob: float = 0.1,
+        types: Optional[Sequence[str]] = None,
+        draw_every: int = 1,
+    ) -> None:
         super().__init__(space)
+        if int(draw_every) != draw_every or draw_every < 1:
+            raise ValueError(
+                f'draw_every must be a positive integer, got {draw_every}'
+            )
+        self.draw_every = int(draw_every)
+        self._calls = 0
+        self._current = None
         if not 0 <= clean_prob <= 1:
             raise ValueError(f'clean_prob must be in [0, 1], got {clean_prob}')
         self.clean_prob = clean_prob
@@ -128,12 +146,18 @@ class RandomDistortion(_DistortionTransform):
         return dtype, levels[np.random.randint(len(levels))]
 
     def transform(self, results: dict) -> dict:
-        dtype, level = self._draw()
+        if self._calls % self.draw_every == 0:
+            self._current = self._draw()
+        self._calls += 1
+        dtype, level = self._current
         return self._apply(results, dtype, level)
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(space={self.space!r}, '
-                f'clean_prob={self.clean_prob}, types={self.types!r})')
+        return (
+            f'{self.__class__.__name__}(space={self.space!r}, '
+            f'clean_prob={self.clean_prob}, types={self.types!r}, '
+            f'draw_every={self.draw_every})'
+        )
 
 
 @TRANSFORMS.register_module()

@@ -1,0 +1,3 @@
+from .hooks import FrozenBaseGuardHook, GearCheckpointHook
+
+__all__ = ['FrozenBaseGuardHook', 'GearCheckpointHook']

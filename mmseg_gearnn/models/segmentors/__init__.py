@@ -1,0 +1,3 @@
+from .gearnn import GearNNSegmentor
+
+__all__ = ['GearNNSegmentor']

@@ -1,0 +1,54 @@
+import os.path as osp
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class GearCheckpointHook(Hook):
+    """Writes the compact gears file (adaptors of every gear, no base) each
+    time a checkpoint is saved, and once more as ``gears.pth`` after
+    training.
+
+    The file is ``n_gears x adaptor`` bytes; load it into a
+    :class:`GearNNSegmentor` built on the same base with ``gears_file=`` or
+    ``model.load_gears(path)``.
+
+    Args:
+        out_dir (str, optional): folder for the files; the work dir if None.
+        filename_tmpl (str): name of the per-checkpoint file.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, out_dir=None, filename_tmpl='gears_iter_{}.pth'):
+        self.out_dir = out_dir
+        self.filename_tmpl = filename_tmpl
+
+    @staticmethod
+    def _model(runner):
+        model = (
+            runner.model.module
+            if is_model_wrapper(runner.model)
+            else runner.model
+        )
+        return model if hasattr(model, 'save_gears') else None
+
+    def _write(self, runner, filename: str) -> None:
+        model = self._model(runner)
+        if model is None:
+            return
+        path = osp.join(self.out_dir or runner.work_dir, filename)
+        model.save_gears(path)
+        runner.logger.info(
+            f'gears of {model.gear_bank.num_gears - 1} '
+            f'distorted levels saved to {path}'
+        )
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        step = checkpoint.get('meta', {}).get('iter', runner.iter)
+        self._write(runner, self.filename_tmpl.format(step))
+
+    def after_train(self, runner) -> None:
+        self._write(runner, 'gears.pth')

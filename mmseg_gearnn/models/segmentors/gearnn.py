@@ -1,0 +1,423 @@
+"""GearNN: one shared base segmentor plus a small adaptor per distortion
+level (a gear), switched per input."""
+
+import copy
+import json
+import os
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.config import ConfigDict
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
+from torch import Tensor
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...distortions import CLEAN_GEAR, build_space
+from ..gear_bank import (
+    GearBank,
+    adapted_bn_layers,
+    adaptor_candidates,
+    bn_names,
+    expand_bn_stats,
+)
+
+
+@MODELS.register_module()
+class GearNNSegmentor(BaseSegmentor):
+    """Wraps any mmseg segmentor with per-gear adaptors.
+
+    The base segmentor exists once; each distorted gear holds only its
+    adaptor tensors (see :class:`GearBank`). Gear 0 is the clean input and
+    runs the base unchanged.
+
+    1. The ``forward`` call flow (every mode):
+
+    .. code:: text
+
+     forward(inputs, data_samples, mode)
+      └─ split the batch by gear  (metainfo['distortion'], else default_gear)
+          └─ for each gear: functional_call(segmentor, gear tensors, mode)
+      └─ merge the per-gear results in the original sample order
+
+    2. Training: base parameters have ``requires_grad=False`` and every BN
+    layer of the base runs in eval mode; only BN layers whose statistics are
+    in the adaptor run in train mode, on the gear's own buffers. Only the
+    tensors of the gears present in a batch receive gradients.
+
+    Args:
+        segmentor (dict): config of the base mmseg segmentor.
+        space (dict): the distortion space (the gear table).
+        adaptor (dict): which tensors each gear holds, one of
+            ``selection_file`` (JSON of ``tools/select_params.py``),
+            ``names`` (list of state-dict names) or ``preset`` (``'bn'``:
+            BN affine and statistics; ``'all'``: every tensor).
+        default_gear (int): gear of a sample without distortion metadata.
+        gears_file (str, optional): a compact gears file to load after the
+            base (see :meth:`save_gears`).
+        data_preprocessor (dict, optional): defaults to the segmentor's.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(
+        self,
+        segmentor: ConfigType,
+        space: ConfigType,
+        adaptor: ConfigType = dict(preset='bn'),
+        default_gear: int = CLEAN_GEAR,
+        gears_file: Optional[str] = None,
+        data_preprocessor: OptConfigType = None,
+        init_cfg: OptConfigType = None,
+    ) -> None:
+        # ConfigDict, not dict: mmseg reads test_cfg.mode by attribute.
+        segmentor = ConfigDict(copy.deepcopy(segmentor))
+        if data_preprocessor is None:
+            data_preprocessor = segmentor.pop('data_preprocessor', None)
+        else:
+            segmentor.pop('data_preprocessor', None)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+        )
+        self.segmentor = MODELS.build(segmentor)
+        self.space = build_space(space)
+        self.adaptor_cfg = dict(adaptor)
+        self.selection_meta: dict = {}
+        names = expand_bn_stats(
+            self.segmentor, self._resolve_adaptor(self.adaptor_cfg)
+        )
+        self.gear_bank = GearBank(self.segmentor, names, self.space.num_gears)
+        self.gear_bank.check_gear(default_gear)
+        self.default_gear = default_gear
+        self._adapted_bn = set(adapted_bn_layers(self.segmentor, names))
+        for p in self.segmentor.parameters():
+            p.requires_grad_(False)
+        self._register_load_state_dict_pre_hook(self._map_base_checkpoint)
+        self.register_load_state_dict_post_hook(self._check_loaded)
+        if gears_file is not None:
+            self.load_gears(gears_file)
+
+    # -- adaptor and gears -------------------------------------------------
+    def _resolve_adaptor(self, cfg: dict) -> List[str]:
+        keys = [k for k in ('selection_file', 'names', 'preset') if cfg.get(k)]
+        if len(keys) != 1:
+            raise ValueError(
+                'adaptor needs exactly one of selection_file, '
+                f'names or preset; got {sorted(cfg)}'
+            )
+        candidates = adaptor_candidates(self.segmentor)
+        if 'preset' in keys:
+            preset = cfg['preset']
+            if preset == 'bn':
+                return bn_names(self.segmentor)
+            if preset == 'all':
+                return list(candidates)
+            raise ValueError(
+                f"unknown adaptor preset {preset!r}: use 'bn' "
+                "or 'all', or a selection_file"
+            )
+        if 'names' in keys:
+            return list(cfg['names'])
+        path = cfg['selection_file']
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f'selection file not found: {path} (make it with '
+                'tools/select_params.py)'
+            )
+        with open(path, encoding='utf-8') as f:
+            selection = json.load(f)
+        names = selection.get('selected')
+        if not isinstance(names, list) or not names:
+            raise ValueError(f'{path} lists no selected tensors')
+        space = selection.get('distortion_space')
+        if space is not None and build_space(space) != self.space:
+            raise ValueError(
+                f'{path} was computed for another distortion space:\n'
+                f'  file:  {build_space(space)}\n  model: {self.space}'
+            )
+        self.selection_meta = dict(
+            file=os.path.abspath(path), method=selection.get('method')
+        )
+        return names
+
+    @property
+    def adaptor_names(self) -> List[str]:
+        return list(self.gear_bank.names)
+
+    def adaptor_fraction(self) -> float:
+        """One gear's adaptor bytes over the base model's bytes."""
+        total = sum(
+            t.numel() * t.element_size()
+            for t in self.segmentor.state_dict().values()
+        )
+        return self.gear_bank.adaptor_bytes() / total
+
+    def save_gears(self, path: str) -> None:
+        """Writes the adaptors of every gear (no base tensors)."""
+        self.gear_bank.save(path, self.segmentor, meta=self._gears_meta())
+
+    def load_gears(self, path: str) -> None:
+        """Loads a gears file made for this base, selection and gear table."""
+        self.gear_bank.load(
+            path, self.segmentor, expected_meta=self._gears_meta()
+        )
+
+    def _gears_meta(self) -> dict:
+        return dict(space=self.space.to_dict())
+
+    def trainable_gear_parameters(self, gear: int) -> List[Tensor]:
+        return [
+            t
+            for t in self.gear_bank.tensors(gear).values()
+            if isinstance(t, torch.nn.Parameter)
+        ]
+
+    # -- routing -----------------------------------------------------------
+    def gear_of(self, data_sample) -> int:
+        """The gear of one sample, from its distortion metadata."""
+        distortion = (
+            data_sample.metainfo.get('distortion')
+            if data_sample is not None
+            else None
+        )
+        if not distortion:
+            return self.default_gear
+        gear = distortion.get('gear')
+        if distortion.get('type') is not None:
+            from_table = self.space.gear_id(
+                distortion['type'], distortion.get('level')
+            )
+            if gear is not None and gear != from_table:
+                raise ValueError(
+                    f'distortion metadata {distortion} disagrees with the '
+                    f'gear table, which gives gear {from_table}'
+                )
+            gear = from_table
+        self.gear_bank.check_gear(gear)
+        return gear
+
+    def _group(
+        self, batch_size: int, data_samples: OptSampleList
+    ) -> Dict[int, List[int]]:
+        groups: Dict[int, List[int]] = defaultdict(list)
+        for i in range(batch_size):
+            sample = data_samples[i] if data_samples is not None else None
+            groups[self.gear_of(sample)].append(i)
+        return dict(groups)
+
+    def _call(self, gear: int, method: str, *args):
+        """Runs ``segmentor.<method>(*args)`` with the gear's tensors."""
+        tensors = self.gear_bank.tensors(gear)
+        if not tensors:
+            return getattr(self.segmentor, method)(*args)
+        caller = _MethodCaller(self.segmentor, method)
+        return functional_call(
+            caller,
+            {f'module.{k}': v for k, v in tensors.items()},
+            args=args,
+            tie_weights=False,
+        )
+
+    def _split(self, inputs: Tensor, data_samples: OptSampleList):
+        groups = self._group(inputs.shape[0], data_samples)
+        for gear, idx in groups.items():
+            sub_samples = (
+                None
+                if data_samples is None
+                else [data_samples[i] for i in idx]
+            )
+            yield gear, idx, inputs[idx], sub_samples
+
+    # -- BaseSegmentor API -------------------------------------------------
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Loss of each gear group, weighted by its share of the batch."""
+        batch_size = inputs.shape[0]
+        merged: Dict[str, Tensor] = {}
+        trained = False
+        for gear, idx, sub_inputs, sub_samples in self._split(
+            inputs, data_samples
+        ):
+            if gear == CLEAN_GEAR:
+                continue  # the clean gear is the base: nothing to learn
+            losses = self._call(gear, 'loss', sub_inputs, sub_samples)
+            weight = len(idx) / batch_size
+            for key, value in losses.items():
+                value = value * weight
+                merged[key] = merged[key] + value if key in merged else value
+            trained = True
+        if not trained:
+            # A batch of clean samples only: a zero loss that keeps every
+            # gear tensor in the graph, so the optimiser step is a no-op.
+            zero = sum(p.sum() * 0 for p in self.gear_bank.parameters())
+            merged['loss_no_distorted_samples'] = (
+                zero if isinstance(zero, Tensor) else inputs.new_zeros(())
+            )
+        return merged
+
+    def predict(
+        self, inputs: Tensor, data_samples: OptSampleList = None
+    ) -> SampleList:
+        if data_samples is None:
+            data_samples = self._default_samples(inputs)
+        results: List = [None] * inputs.shape[0]
+        for gear, idx, sub_inputs, sub_samples in self._split(
+            inputs, data_samples
+        ):
+            for i, sample in zip(
+                idx, self._call(gear, 'predict', sub_inputs, sub_samples)
+            ):
+                results[i] = sample
+        return results
+
+    def _forward(
+        self, inputs: Tensor, data_samples: OptSampleList = None
+    ) -> Tensor:
+        return self._merge_tensors(inputs, data_samples, '_forward')
+
+    def encode_decode(
+        self, inputs: Tensor, batch_img_metas: List[dict]
+    ) -> Tensor:
+        from mmseg.structures import SegDataSample
+
+        samples = [SegDataSample(metainfo=m) for m in batch_img_metas]
+        out: List[Optional[Tensor]] = [None] * inputs.shape[0]
+        for gear, idx, sub_inputs, sub_samples in self._split(inputs, samples):
+            logits = self._call(
+                gear,
+                'encode_decode',
+                sub_inputs,
+                [s.metainfo for s in sub_samples],
+            )
+            for j, i in enumerate(idx):
+                out[i] = logits[j]
+        return torch.stack(out)
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Features of the default gear (no metadata to route by)."""
+        return self._call(self.default_gear, 'extract_feat', inputs)
+
+    def _merge_tensors(self, inputs, data_samples, method):
+        out: List[Optional[Tensor]] = [None] * inputs.shape[0]
+        for gear, idx, sub_inputs, sub_samples in self._split(
+            inputs, data_samples
+        ):
+            result = self._call(gear, method, sub_inputs, sub_samples)
+            for j, i in enumerate(idx):
+                out[i] = result[j]
+        return torch.stack(out)
+
+    def _default_samples(self, inputs: Tensor) -> SampleList:
+        from mmseg.structures import SegDataSample
+
+        h, w = inputs.shape[-2:]
+        return [
+            SegDataSample(
+                metainfo=dict(
+                    ori_shape=(h, w),
+                    img_shape=(h, w),
+                    pad_shape=(h, w),
+                    padding_size=[0, 0, 0, 0],
+                )
+            )
+            for _ in range(inputs.shape[0])
+        ]
+
+    # -- what mmseg tools read from a segmentor ----------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.segmentor.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        return self.segmentor.out_channels
+
+    @property
+    def align_corners(self) -> bool:
+        return self.segmentor.align_corners
+
+    @property
+    def decode_head(self):
+        return self.segmentor.decode_head
+
+    @property
+    def with_auxiliary_head(self) -> bool:
+        return self.segmentor.with_auxiliary_head
+
+    @property
+    def with_neck(self) -> bool:
+        return self.segmentor.with_neck
+
+    # -- training mode: the base stays frozen ------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for name, module in self.segmentor.named_modules():
+                if isinstance(module, _BatchNorm):
+                    module.train(name in self._adapted_bn)
+        return self
+
+    def check_base_frozen(self) -> None:
+        """Raises if any base parameter would receive gradients."""
+        trainable = [
+            n for n, p in self.segmentor.named_parameters() if p.requires_grad
+        ]
+        if trainable:
+            raise RuntimeError(
+                f'{len(trainable)} base tensor(s) require gradients '
+                f'({trainable[:5]}): the base of a GearNNSegmentor must stay '
+                'frozen'
+            )
+
+    # -- checkpoints -------------------------------------------------------
+    def _map_base_checkpoint(self, state_dict, prefix, *args) -> None:
+        """Accepts a checkpoint of the bare segmentor (``load_from`` a base
+        model): its keys move under ``segmentor.`` and every gear starts
+        from the base's tensors."""
+        seg_prefix = prefix + 'segmentor.'
+        if any(k.startswith(seg_prefix) for k in state_dict):
+            return
+        own = set(self.segmentor.state_dict())
+        base_keys = [
+            k
+            for k in list(state_dict)
+            if k.startswith(prefix) and k[len(prefix) :] in own
+        ]
+        if not base_keys:
+            return
+        for k in base_keys:
+            state_dict[seg_prefix + k[len(prefix) :]] = state_dict.pop(k)
+        for gear in range(1, self.gear_bank.num_gears):
+            for name in self.gear_bank.names:
+                key = (
+                    f'{prefix}gear_bank.gears.{gear}.{name.replace(".", "::")}'
+                )
+                source = state_dict.get(seg_prefix + name)
+                if source is not None:
+                    state_dict.setdefault(key, source.clone())
+
+    @staticmethod
+    def _check_loaded(module, incompatible_keys) -> None:
+        missing = [
+            k
+            for k in incompatible_keys.missing_keys
+            if k.startswith('segmentor.') or k.startswith('gear_bank.')
+        ]
+        if missing:
+            raise RuntimeError(
+                f'the checkpoint does not match this GearNNSegmentor: '
+                f'{len(missing)} tensor(s) missing, e.g. {missing[:5]}'
+            )
+
+
+class _MethodCaller(torch.nn.Module):
+    """Makes ``module.<method>`` callable through ``functional_call``."""
+
+    def __init__(self, module: torch.nn.Module, method: str) -> None:
+        super().__init__()
+        self.module = module
+        self.method = method
+
+    def forward(self, *args):
+        return getattr(self.module, self.method)(*args)
