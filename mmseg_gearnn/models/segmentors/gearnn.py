@@ -5,7 +5,7 @@ import copy
 import json
 import os
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.config import ConfigDict
@@ -51,10 +51,11 @@ class GearNNSegmentor(BaseSegmentor):
     Args:
         segmentor (dict): config of the base mmseg segmentor.
         space (dict): the distortion space (the gear table).
-        adaptor (dict): which tensors each gear holds, one of
-            ``selection_file`` (JSON of ``tools/select_params.py``),
-            ``names`` (list of state-dict names) or ``preset`` (``'bn'``:
-            BN affine and statistics; ``'all'``: every tensor).
+        adaptor (str | list[str]): which tensors each gear holds: the path
+            of a selection JSON written by ``tools/select_params.py``, a list
+            of state-dict names, ``'bn'`` (BN affine and statistics: the
+            per-level BN baseline) or ``'all'`` (every tensor: full per-level
+            fine-tuning).
         default_gear (int): gear of a sample without distortion metadata.
         gears_file (str, optional): a compact gears file to load after the
             base (see :meth:`save_gears`).
@@ -66,7 +67,7 @@ class GearNNSegmentor(BaseSegmentor):
         self,
         segmentor: ConfigType,
         space: ConfigType,
-        adaptor: ConfigType = dict(preset='bn'),
+        adaptor: Union[str, Sequence[str]] = 'bn',
         default_gear: int = CLEAN_GEAR,
         gears_file: Optional[str] = None,
         data_preprocessor: OptConfigType = None,
@@ -83,11 +84,9 @@ class GearNNSegmentor(BaseSegmentor):
         )
         self.segmentor = MODELS.build(segmentor)
         self.space = build_space(space)
-        self.adaptor_cfg = dict(adaptor)
         self.selection_meta: dict = {}
-        names = expand_bn_stats(
-            self.segmentor, self._resolve_adaptor(self.adaptor_cfg)
-        )
+        names = expand_bn_stats(self.segmentor,
+                                self._resolve_adaptor(adaptor))
         self.gear_bank = GearBank(self.segmentor, names, self.space.num_gears)
         self.gear_bank.check_gear(default_gear)
         self.default_gear = default_gear
@@ -100,34 +99,35 @@ class GearNNSegmentor(BaseSegmentor):
             self.load_gears(gears_file)
 
     # -- adaptor and gears -------------------------------------------------
-    def _resolve_adaptor(self, cfg: dict) -> List[str]:
-        keys = [k for k in ('selection_file', 'names', 'preset') if cfg.get(k)]
-        if len(keys) != 1:
+    def _resolve_adaptor(self, adaptor) -> List[str]:
+        if isinstance(adaptor, (list, tuple)):
+            if not adaptor:
+                raise ValueError('adaptor is an empty list of tensor names')
+            return list(adaptor)
+        if not isinstance(adaptor, str):
+            raise TypeError(
+                "adaptor must be 'bn', 'all', a selection JSON path or a "
+                f'list of tensor names, got {type(adaptor).__name__}')
+        if adaptor == 'bn':
+            return bn_names(self.segmentor)
+        if adaptor == 'all':
+            return list(adaptor_candidates(self.segmentor))
+        if not adaptor.endswith('.json'):
             raise ValueError(
-                'adaptor needs exactly one of selection_file, '
-                f'names or preset; got {sorted(cfg)}'
-            )
-        candidates = adaptor_candidates(self.segmentor)
-        if 'preset' in keys:
-            preset = cfg['preset']
-            if preset == 'bn':
-                return bn_names(self.segmentor)
-            if preset == 'all':
-                return list(candidates)
-            raise ValueError(
-                f"unknown adaptor preset {preset!r}: use 'bn' "
-                "or 'all', or a selection_file"
-            )
-        if 'names' in keys:
-            return list(cfg['names'])
-        path = cfg['selection_file']
+                f"unknown adaptor {adaptor!r}: use 'bn', 'all', the path of "
+                'a selection JSON (tools/select_params.py) or a list of names')
+        return self._read_selection(adaptor)
+
+    def _read_selection(self, path: str) -> List[str]:
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f'selection file not found: {path} (make it with '
-                'tools/select_params.py)'
-            )
+                'tools/select_params.py)')
         with open(path, encoding='utf-8') as f:
-            selection = json.load(f)
+            try:
+                selection = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f'{path} is not valid JSON: {err}') from err
         names = selection.get('selected')
         if not isinstance(names, list) or not names:
             raise ValueError(f'{path} lists no selected tensors')
@@ -135,11 +135,9 @@ class GearNNSegmentor(BaseSegmentor):
         if space is not None and build_space(space) != self.space:
             raise ValueError(
                 f'{path} was computed for another distortion space:\n'
-                f'  file:  {build_space(space)}\n  model: {self.space}'
-            )
+                f'  file:  {build_space(space)}\n  model: {self.space}')
         self.selection_meta = dict(
-            file=os.path.abspath(path), method=selection.get('method')
-        )
+            file=os.path.abspath(path), method=selection.get('method'))
         return names
 
     @property
