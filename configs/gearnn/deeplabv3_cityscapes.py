@@ -56,10 +56,17 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0),
 )
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=8000,
-         by_epoch=False)
+    dict(
+        type='PolyLR',
+        eta_min=1e-5,
+        power=0.9,
+        begin=0,
+        end=8000,
+        by_epoch=False,
+    )
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=2000)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000))
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000)
+)
 custom_hooks = _base_.gearnn_hooks

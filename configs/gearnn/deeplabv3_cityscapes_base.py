@@ -22,7 +22,8 @@ sweep_dataset = dict(
         type=_base_.dataset_type,
         data_root=_base_.data_root,
         data_prefix=dict(
-            img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+            img_path='leftImg8bit/val', seg_map_path='gtFine/val'
+        ),
         pipeline=test_pipeline,
     ),
 )

@@ -1,0 +1,20 @@
+from .metrics import DistortionIoUMetric, format_miou_table
+from .report import (
+    atomic_write,
+    load_reports,
+    markdown_table,
+    plot_miou_vs_level,
+    write_csv,
+    write_markdown_table,
+)
+
+__all__ = [
+    'DistortionIoUMetric',
+    'format_miou_table',
+    'atomic_write',
+    'load_reports',
+    'markdown_table',
+    'plot_miou_vs_level',
+    'write_csv',
+    'write_markdown_table',
+]

@@ -1,0 +1,93 @@
+"""Adaptor selection: score each tensor's distortion sensitivity, then pick
+the best set under a memory budget by an exact 0/1 knapsack."""
+
+from .base_weights import (
+    check_state_dict,
+    extract_state_dict,
+    file_fingerprint,
+    load_base_checkpoint,
+    read_checkpoint,
+)
+from .candidates import (
+    BN_BUFFER,
+    PARAM,
+    TensorInfo,
+    candidate_tensors,
+    list_candidates,
+    model_total_bytes,
+)
+from .data import (
+    BatchSource,
+    DataloaderBatchSource,
+    parse_levels,
+    replace_distortion,
+    with_distortion,
+)
+from .knapsack import KnapsackResult, default_granularity, greedy, knapsack
+from .scores import (
+    NORMALIZATIONS,
+    SCORERS,
+    ScoreResult,
+    available_methods,
+    compute_scores,
+    gradient_statistics,
+    normalize_scores,
+    register_scorer,
+    segmentor_loss,
+)
+from .select import (
+    FORMAT_VERSION,
+    SelectionOutcome,
+    build_record,
+    format_selection_table,
+    load_selection,
+    resolve_budget,
+    run_selection,
+    run_selection_from_config,
+    save_selection,
+    select_tensors,
+    space_from_config,
+)
+
+__all__ = [
+    'check_state_dict',
+    'extract_state_dict',
+    'file_fingerprint',
+    'load_base_checkpoint',
+    'read_checkpoint',
+    'BN_BUFFER',
+    'PARAM',
+    'TensorInfo',
+    'candidate_tensors',
+    'list_candidates',
+    'model_total_bytes',
+    'BatchSource',
+    'DataloaderBatchSource',
+    'parse_levels',
+    'replace_distortion',
+    'with_distortion',
+    'KnapsackResult',
+    'default_granularity',
+    'greedy',
+    'knapsack',
+    'NORMALIZATIONS',
+    'SCORERS',
+    'ScoreResult',
+    'available_methods',
+    'compute_scores',
+    'gradient_statistics',
+    'normalize_scores',
+    'register_scorer',
+    'segmentor_loss',
+    'FORMAT_VERSION',
+    'SelectionOutcome',
+    'build_record',
+    'format_selection_table',
+    'load_selection',
+    'resolve_budget',
+    'run_selection',
+    'run_selection_from_config',
+    'save_selection',
+    'select_tensors',
+    'space_from_config',
+]

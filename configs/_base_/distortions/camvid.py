@@ -7,4 +7,5 @@ distortion_space = dict(
         resolution=[0.5, 0.25, 0.18, 0.125, 0.09],
         gaussian_noise=[10, 20, 30, 40, 50],
     ),
-    snap='error')
+    snap='error',
+)

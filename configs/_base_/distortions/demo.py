@@ -8,4 +8,5 @@ distortion_space = dict(
         resolution=[0.5, 0.25, 0.125],
         gaussian_noise=[15, 30, 60],
     ),
-    snap='error')
+    snap='error',
+)

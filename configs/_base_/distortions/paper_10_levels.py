@@ -5,4 +5,5 @@ distortion_space = dict(
         jpeg=[90, 70, 50, 40, 30, 20, 15, 10, 7, 5],
         resolution=[0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.125],
     ),
-    snap='error')
+    snap='error',
+)

@@ -5,6 +5,7 @@ import copy
 import json
 import os
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -85,8 +86,7 @@ class GearNNSegmentor(BaseSegmentor):
         self.segmentor = MODELS.build(segmentor)
         self.space = build_space(space)
         self.selection_meta: dict = {}
-        names = expand_bn_stats(self.segmentor,
-                                self._resolve_adaptor(adaptor))
+        names = expand_bn_stats(self.segmentor, self._resolve_adaptor(adaptor))
         self.gear_bank = GearBank(self.segmentor, names, self.space.num_gears)
         self.gear_bank.check_gear(default_gear)
         self.default_gear = default_gear
@@ -107,7 +107,8 @@ class GearNNSegmentor(BaseSegmentor):
         if not isinstance(adaptor, str):
             raise TypeError(
                 "adaptor must be 'bn', 'all', a selection JSON path or a "
-                f'list of tensor names, got {type(adaptor).__name__}')
+                f'list of tensor names, got {type(adaptor).__name__}'
+            )
         if adaptor == 'bn':
             return bn_names(self.segmentor)
         if adaptor == 'all':
@@ -115,14 +116,16 @@ class GearNNSegmentor(BaseSegmentor):
         if not adaptor.endswith('.json'):
             raise ValueError(
                 f"unknown adaptor {adaptor!r}: use 'bn', 'all', the path of "
-                'a selection JSON (tools/select_params.py) or a list of names')
+                'a selection JSON (tools/select_params.py) or a list of names'
+            )
         return self._read_selection(adaptor)
 
     def _read_selection(self, path: str) -> List[str]:
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f'selection file not found: {path} (make it with '
-                'tools/select_params.py)')
+                'tools/select_params.py)'
+            )
         with open(path, encoding='utf-8') as f:
             try:
                 selection = json.load(f)
@@ -135,9 +138,11 @@ class GearNNSegmentor(BaseSegmentor):
         if space is not None and build_space(space) != self.space:
             raise ValueError(
                 f'{path} was computed for another distortion space:\n'
-                f'  file:  {build_space(space)}\n  model: {self.space}')
+                f'  file:  {build_space(space)}\n  model: {self.space}'
+            )
         self.selection_meta = dict(
-            file=os.path.abspath(path), method=selection.get('method'))
+            file=os.path.abspath(path), method=selection.get('method')
+        )
         return names
 
     @property
@@ -239,7 +244,8 @@ class GearNNSegmentor(BaseSegmentor):
         ):
             if gear == CLEAN_GEAR:
                 continue  # the clean gear is the base: nothing to learn
-            losses = self._call(gear, 'loss', sub_inputs, sub_samples)
+            with self._adapted_bn_frozen(len(idx) < 2):
+                losses = self._call(gear, 'loss', sub_inputs, sub_samples)
             weight = len(idx) / batch_size
             for key, value in losses.items():
                 value = value * weight
@@ -355,6 +361,29 @@ class GearNNSegmentor(BaseSegmentor):
                 if isinstance(module, _BatchNorm):
                     module.train(name in self._adapted_bn)
         return self
+
+    @contextmanager
+    def _adapted_bn_frozen(self, frozen: bool):
+        """Runs adapted BN layers in eval mode while ``frozen``: a group of
+        one image has no usable batch statistics (none at all after global
+        pooling), so it uses, and leaves unchanged, the gear's running
+        statistics."""
+        modules = (
+            [
+                m
+                for n, m in self.segmentor.named_modules()
+                if n in self._adapted_bn and m.training
+            ]
+            if frozen
+            else []
+        )
+        for m in modules:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m in modules:
+                m.train()
 
     def check_base_frozen(self) -> None:
         """Raises if any base parameter would receive gradients."""

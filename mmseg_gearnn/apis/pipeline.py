@@ -1,0 +1,210 @@
+"""The GearNN pipeline as library calls: train a base, select the adaptor,
+train the gears, evaluate every distortion level, report.
+
+Each stage is a plain mmengine ``Runner`` run of a config, so a stage can
+also be run alone with ``tools/train.py``, ``tools/select_params.py`` and
+``tools/test.py``.
+"""
+
+import glob
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, Optional
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from ..evaluation import markdown_table, plot_miou_vs_level
+from ..evaluation.report import atomic_write
+
+
+def _log(msg: str) -> None:
+    print_log(f'[gearnn] {msg}', logger='current')
+
+
+def last_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint of the highest iteration in ``work_dir``, if any."""
+    paths = glob.glob(osp.join(work_dir, 'iter_*.pth'))
+    if not paths:
+        return None
+    return max(paths, key=lambda p: int(osp.basename(p)[5:-4]))
+
+
+def _load_cfg(config: str, work_dir: str, options: Optional[dict]) -> Config:
+    cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(options)
+    cfg.work_dir = work_dir
+    return cfg
+
+
+def train(
+    config: str,
+    work_dir: str,
+    options: Optional[dict] = None,
+    reuse: bool = True,
+) -> str:
+    """Trains ``config`` into ``work_dir``; returns the final checkpoint.
+
+    With ``reuse``, a finished run in ``work_dir`` (its last checkpoint at
+    ``train_cfg.max_iters``) is taken as it is.
+    """
+    cfg = _load_cfg(config, work_dir, options)
+    final = osp.join(work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
+    if reuse and osp.isfile(final):
+        _log(f'reusing {final}')
+        return final
+    Runner.from_cfg(cfg).train()
+    if not osp.isfile(final):
+        raise RuntimeError(
+            f'training {config} ended without {final}; '
+            'set a CheckpointHook interval that divides '
+            'train_cfg.max_iters'
+        )
+    return final
+
+
+def evaluate_levels(
+    config: str, checkpoint: str, work_dir: str, options: Optional[dict] = None
+) -> dict:
+    """mIoU clean and per (distortion type, level) of a checkpoint.
+
+    The config's test dataloader sweeps the distortion space
+    (``DistortionSweepDataset``) and its test evaluator is a
+    ``DistortionIoUMetric``; its report is returned (and kept as
+    ``work_dir/levels.json``).
+    """
+    cfg = _load_cfg(config, work_dir, options)
+    if cfg.test_evaluator.get('type') != 'DistortionIoUMetric':
+        raise ValueError(
+            f'{config}: test_evaluator must be a '
+            'DistortionIoUMetric to report per-level mIoU'
+        )
+    report_file = osp.join(work_dir, 'levels.json')
+    cfg.test_evaluator['output_file'] = report_file
+    cfg.load_from = checkpoint
+    Runner.from_cfg(cfg).test()
+    with open(report_file, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def run_gearnn(
+    base_config: str,
+    gear_config: str,
+    work_dir: str,
+    method: str = 'fisher',
+    budget: float = 0.002,
+    selection_steps: int = 8,
+    base_options: Optional[dict] = None,
+    gear_options: Optional[dict] = None,
+    reuse_base: bool = True,
+) -> dict:
+    """The whole GearNN job; returns the per-level reports and artefacts.
+
+    1. train the clean base with ``base_config`` (reused when present);
+    2. select the adaptor under ``budget`` (fraction of the model) with the
+       scoring ``method``;
+    3. train every gear with ``gear_config`` on the frozen base;
+    4. evaluate the clean model and GearNN on every (type, level);
+    5. write ``summary.md``, ``summary.json`` and ``miou_vs_level.png``.
+    """
+    from ..selection import run_selection_from_config
+
+    start = time.time()
+    timings: Dict[str, float] = {}
+
+    _log('stage 1/4: training the clean base model')
+    base_ckpt = train(
+        base_config, osp.join(work_dir, 'base'), base_options, reuse=reuse_base
+    )
+    timings['base_training_s'] = time.time() - start
+
+    _log(
+        f'stage 2/4: selecting the adaptor ({method}, budget {budget:.2%} '
+        'of the model per gear)'
+    )
+    t = time.time()
+    selection_file = osp.join(work_dir, 'selection.json')
+    cfg = _load_cfg(base_config, osp.join(work_dir, 'base'), base_options)
+    selection = run_selection_from_config(
+        cfg,
+        base_ckpt,
+        method,
+        config_path=base_config,
+        budget=budget,
+        steps=selection_steps,
+        out=selection_file,
+    )
+    timings['selection_s'] = time.time() - t
+
+    _log('stage 3/4: training one adaptor per distortion level')
+    t = time.time()
+    options = dict(gear_options or {})
+    options.update({'load_from': base_ckpt, 'model.adaptor': selection_file})
+    gears_dir = osp.join(work_dir, 'gears')
+    gear_ckpt = train(gear_config, gears_dir, options, reuse=False)
+    timings['gear_training_s'] = time.time() - t
+
+    _log('stage 4/4: evaluating every distortion level')
+    t = time.time()
+    reports = {
+        'clean model': evaluate_levels(
+            base_config,
+            base_ckpt,
+            osp.join(work_dir, 'eval_base'),
+            base_options,
+        ),
+        'GearNN': evaluate_levels(
+            gear_config,
+            gear_ckpt,
+            osp.join(work_dir, 'eval_gearnn'),
+            {'model.adaptor': selection_file},
+        ),
+    }
+    timings['evaluation_s'] = time.time() - t
+    timings['total_s'] = time.time() - start
+
+    levels = {name: r['levels'] for name, r in reports.items()}
+    clean = {name: r['clean'] for name, r in reports.items()}
+    table = markdown_table(levels, clean=clean)
+    png = plot_miou_vs_level(
+        levels, osp.join(work_dir, 'miou_vs_level.png'), clean=clean
+    )
+    summary = dict(
+        reports=reports,
+        selection=dict(
+            file=selection_file,
+            method=method,
+            budget_asked=budget,
+            used_fraction=selection['budget']['used_fraction']
+            if 'budget' in selection
+            else None,
+            num_tensors=len(selection['selected']),
+        ),
+        checkpoints=dict(
+            base=base_ckpt,
+            gears=gear_ckpt,
+            gears_file=osp.join(gears_dir, 'gears.pth'),
+        ),
+        plot=png,
+        timings_s=timings,
+    )
+    atomic_write(osp.join(work_dir, 'summary.md'), table + '\n')
+    atomic_write(
+        osp.join(work_dir, 'summary.json'), json.dumps(summary, indent=2)
+    )
+    _log('mIoU (%) per distortion type and level:\n' + table)
+    for name, r in reports.items():
+        _log(
+            f'{name}: clean {r["clean"]:.2f}, mean over distorted levels '
+            f'{r["mean_distorted"]:.2f}'
+        )
+    _log(
+        f'plot: {png}; summary: {osp.join(work_dir, "summary.md")}; '
+        f'total {timings["total_s"] / 60:.1f} min'
+    )
+    os.makedirs(work_dir, exist_ok=True)
+    return summary

@@ -1,0 +1,340 @@
+"""mIoU per distortion type and level."""
+
+import json
+import math
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger, print_log
+from mmseg.evaluation.metrics import IoUMetric
+from mmseg.registry import METRICS
+from prettytable import PrettyTable
+
+from ...distortions import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
+from ..report import atomic_write
+
+# (distortion type, level); (CLEAN, None) for a clean sample.
+GroupKey = Tuple[str, Optional[Union[int, float]]]
+
+
+def _plain(level):
+    """A Python number from a numpy or torch scalar (kept as is otherwise)."""
+    return level.item() if hasattr(level, 'item') else level
+
+
+def _nanmean(values) -> float:
+    """Mean of the non-NaN values; NaN (without a warning) if none."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def _percent(value: float) -> float:
+    """A fraction as a percentage rounded to two decimals, as mmseg does."""
+    return float(np.round(value * 100, 2))
+
+
+def _json_number(value: float) -> Optional[float]:
+    return None if math.isnan(value) else value
+
+
+def format_miou_table(
+    report: dict, space: Optional[DistortionSpace] = None
+) -> str:
+    """The mIoU table that :class:`DistortionIoUMetric` logs.
+
+    One row per distortion type, its levels from mild to harsh in columns
+    (each cell ``level: mIoU``) and their mean; then rows for the clean
+    samples, the mean over all distorted (type, level) groups and all
+    samples (only the ``Mean`` column).
+
+    Args:
+        report (dict): the report of :meth:`DistortionIoUMetric.report`.
+        space (DistortionSpace, optional): if given, every type and level
+            of the space has its cell (``-`` where nothing was evaluated),
+            so column ``Level i`` is the space's i-th level of each type.
+
+    Returns:
+        str: the table.
+    """
+    if space is not None:
+        grid = {t: [str(lv) for lv in space.levels(t)] for t in space.types}
+    else:
+        grid = {t: list(levels) for t, levels in report['levels'].items()}
+    width = max([len(v) for v in grid.values()] + [1])
+    table = PrettyTable()
+    table.field_names = (
+        ['Type'] + [f'Level {i + 1}' for i in range(width)] + ['Mean']
+    )
+    table.align['Type'] = 'l'
+
+    def fmt(value) -> str:
+        return '-' if value is None else f'{value:.2f}'
+
+    for dtype, levels in grid.items():
+        measured = report['levels'].get(dtype, {})
+        cells = [f'{lv}: {fmt(measured.get(lv))}' for lv in levels]
+        cells += [''] * (width - len(cells))
+        table.add_row(
+            [dtype] + cells + [fmt(report['per_type_mean'].get(dtype))]
+        )
+    blank = [''] * width
+    table.add_row([CLEAN] + blank + [fmt(report['clean'])])
+    table.add_row(['mean_distorted'] + blank + [fmt(report['mean_distorted'])])
+    table.add_row(['overall'] + blank + [fmt(report['overall']['mIoU'])])
+    return table.get_string()
+
+
+@METRICS.register_module()
+class DistortionIoUMetric(BaseMetric):
+    """mIoU overall and per distortion type and level.
+
+    Like mmseg's :class:`IoUMetric` (and through its static helpers), but
+    each sample is also counted in the group of its distortion, read from
+    ``data_sample['distortion']`` (a ``metainfo`` key: add ``'distortion'``
+    to ``PackSegInputs``'s ``meta_keys``). A sample without it, or with
+    type ``'clean'``, is clean. A group's IoU is accumulated over its
+    samples, as mmseg does over the dataset.
+
+    Returned metrics (percent, two decimals; each key only when the group
+    has samples)::
+
+        aAcc, mIoU, mAcc               all samples
+        clean/mIoU                     clean samples
+        {type}/{level}/mIoU            e.g. jpeg/10/mIoU, brightness/0.2/mIoU
+        {type}/mean/mIoU               mean over the type's levels
+        mean_distorted/mIoU            mean over every distorted
+                                       (type, level) group, each weighing
+                                       the same
+
+    Types and levels come in the order first seen or, with ``space``, in
+    the space's order; with ``space`` a type or level outside it is an
+    error (levels match up to float rounding, never snap to the nearest).
+    The JSON file (``output_file``) holds::
+
+        {"overall": {"aAcc", "mIoU", "mAcc"}, "clean": x,
+         "levels": {type: {level: miou}}, "per_type_mean": {type: miou},
+         "mean_distorted": x,
+         "num_samples": {"overall": n, "clean": n,
+                         "levels": {type: {level: n}}}}
+
+    with levels as strings and ``null`` for a missing value.
+
+    Args:
+        ignore_index (int): label ignored in evaluation. Defaults to 255.
+        space (dict | DistortionSpace, optional): the distortion space
+            (``distortion_space`` of the configs). Defaults to None.
+        output_file (str, optional): JSON file to write the report to
+            (atomically, on the main process). Defaults to None.
+        nan_to_num (int, optional): if given, replaces the NaN IoU of a class
+            absent from both prediction and label of a group, as in
+            :class:`IoUMetric`. Defaults to None (such classes are skipped).
+        collect_device (str): ``'cpu'`` or ``'gpu'``, the device used to
+            collect results across ranks. Defaults to ``'cpu'``.
+        prefix (str, optional): prefix of the metric names. Defaults to None.
+        collect_dir (str, optional): folder for collecting results across
+            ranks on the CPU. Defaults to None.
+
+    Example:
+        >>> val_evaluator = dict(
+        ...     type='DistortionIoUMetric',
+        ...     space=distortion_space,
+        ...     output_file='work_dirs/x/miou_per_level.json')
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        space: Optional[Union[dict, DistortionSpace]] = None,
+        output_file: Optional[str] = None,
+        nan_to_num: Optional[int] = None,
+        collect_device: str = 'cpu',
+        prefix: Optional[str] = None,
+        collect_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            collect_device=collect_device,
+            prefix=prefix,
+            collect_dir=collect_dir,
+        )
+        self.ignore_index = ignore_index
+        self.space = None
+        if space is not None:
+            # A strict copy: evaluation must never regroup a sample into
+            # the nearest level.
+            self.space = DistortionSpace(
+                build_space(space).distortions, snap='error'
+            )
+        self.output_file = output_file
+        self.nan_to_num = nan_to_num
+
+    def group_of(self, data_sample: dict) -> GroupKey:
+        """The (type, level) group of one sample; ``('clean', None)`` for a
+        clean sample or one without distortion metadata."""
+        distortion = data_sample.get('distortion')
+        if distortion is None:
+            distortion = (data_sample.get('metainfo') or {}).get('distortion')
+        if not distortion:
+            return CLEAN, None
+        dtype = distortion.get('type')
+        level = _plain(distortion.get('level'))
+        if dtype is None:
+            gear = _plain(distortion.get('gear'))
+            if gear is None or gear == CLEAN_GEAR:
+                return CLEAN, None
+            if self.space is None:
+                raise ValueError(
+                    f'distortion metadata {distortion} gives only a gear: '
+                    'give DistortionIoUMetric the distortion space to map '
+                    'it to a (type, level)'
+                )
+            dtype, level = self.space.level_of(int(gear))
+        if dtype == CLEAN:
+            return CLEAN, None
+        if level is None:
+            raise ValueError(
+                f'distortion metadata {distortion} has a type but no level'
+            )
+        if self.space is not None:
+            # Raises a ValueError naming a type or level outside the space.
+            level = self.space.resolve_level(dtype, level)
+        return str(dtype), level
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Store the class areas and the group of each sample.
+
+        Args:
+            data_batch (dict): a batch of data from the dataloader.
+            data_samples (Sequence[dict]): a batch of outputs from the
+                model, with ``pred_sem_seg`` and ``gt_sem_seg``.
+        """
+        if not self.dataset_meta or 'classes' not in self.dataset_meta:
+            raise ValueError(
+                "DistortionIoUMetric needs dataset_meta['classes'] (the "
+                'runner sets it from the dataset)'
+            )
+        num_classes = len(self.dataset_meta['classes'])
+        for data_sample in data_samples:
+            pred_label = data_sample['pred_sem_seg']['data'].squeeze()
+            label = data_sample['gt_sem_seg']['data'].squeeze().to(pred_label)
+            areas = IoUMetric.intersect_and_union(
+                pred_label, label, num_classes, self.ignore_index
+            )
+            self.results.append((self.group_of(data_sample), *areas))
+
+    def _order(self, keys: List[GroupKey]) -> List[GroupKey]:
+        """Distorted group keys in the space's order, else first seen."""
+        if self.space is not None:
+            types = self.space.types
+            return sorted(
+                keys,
+                key=lambda k: (
+                    types.index(k[0]),
+                    self.space.levels(k[0]).index(k[1]),
+                ),
+            )
+        type_rank: Dict[str, int] = {}
+        for dtype, _ in keys:
+            type_rank.setdefault(dtype, len(type_rank))
+        # A stable sort keeps the levels of a type in their first-seen order.
+        return sorted(keys, key=lambda k: type_rank[k[0]])
+
+    def _summary(self, areas: List[tuple]) -> Dict[str, float]:
+        """aAcc, mIoU and mAcc (fractions) of the summed areas."""
+        totals = [sum(column) for column in zip(*areas)]
+        ret = IoUMetric.total_area_to_metrics(
+            *totals, metrics=['mIoU'], nan_to_num=self.nan_to_num
+        )
+        return dict(
+            aAcc=float(ret['aAcc']),
+            mIoU=_nanmean(ret['IoU']),
+            mAcc=_nanmean(ret['Acc']),
+        )
+
+    def report(self, results: list) -> dict:
+        """The report (the JSON content) of collected results.
+
+        Args:
+            results (list): ``(group, area_intersect, area_union,
+                area_pred_label, area_label)`` per sample.
+
+        Returns:
+            dict: see the class docstring; mIoU in percent.
+        """
+        groups: Dict[GroupKey, List[tuple]] = {}
+        for key, *areas in results:
+            groups.setdefault(tuple(key), []).append(areas)
+        overall = self._summary([areas for _, *areas in results])
+        clean = groups.pop((CLEAN, None), [])
+        clean_miou = self._summary(clean)['mIoU'] if clean else math.nan
+
+        levels: Dict[str, Dict[str, Optional[float]]] = {}
+        counts: Dict[str, Dict[str, int]] = {}
+        type_values: Dict[str, List[float]] = {}
+        distorted: List[float] = []
+        for dtype, level in self._order(list(groups)):
+            samples = groups[(dtype, level)]
+            miou = self._summary(samples)['mIoU']
+            levels.setdefault(dtype, {})[str(level)] = _json_number(
+                _percent(miou)
+            )
+            counts.setdefault(dtype, {})[str(level)] = len(samples)
+            type_values.setdefault(dtype, []).append(miou)
+            distorted.append(miou)
+
+        def pct(value: float) -> Optional[float]:
+            return _json_number(_percent(value))
+
+        return dict(
+            overall={k: pct(v) for k, v in overall.items()},
+            clean=pct(clean_miou),
+            levels=levels,
+            per_type_mean={
+                t: pct(_nanmean(v)) for t, v in type_values.items()
+            },
+            mean_distorted=pct(_nanmean(distorted)),
+            num_samples=dict(
+                overall=len(results), clean=len(clean), levels=counts
+            ),
+        )
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Compute the metrics from processed results.
+
+        Args:
+            results (list): the per-sample results of :meth:`process`,
+                collected from every rank.
+
+        Returns:
+            Dict[str, float]: flat metrics; see the class docstring.
+        """
+        logger: MMLogger = MMLogger.get_current_instance()
+        report = self.report(results)
+
+        def num(value: Optional[float]) -> float:
+            return math.nan if value is None else value
+
+        metrics = {k: num(v) for k, v in report['overall'].items()}
+        if report['num_samples']['clean']:
+            metrics[f'{CLEAN}/mIoU'] = num(report['clean'])
+        for dtype, levels in report['levels'].items():
+            for level, miou in levels.items():
+                metrics[f'{dtype}/{level}/mIoU'] = num(miou)
+            metrics[f'{dtype}/mean/mIoU'] = num(report['per_type_mean'][dtype])
+        if report['levels']:
+            metrics['mean_distorted/mIoU'] = num(report['mean_distorted'])
+
+        print_log('mIoU per distortion type and level:', logger)
+        print_log('\n' + format_miou_table(report, self.space), logger=logger)
+        if self.output_file is not None:
+            atomic_write(
+                self.output_file, json.dumps(report, indent=2, allow_nan=False)
+            )
+            print_log(
+                'mIoU per distortion level written to '
+                f'{osp.abspath(self.output_file)}',
+                logger,
+            )
+        return metrics

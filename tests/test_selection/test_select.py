@@ -1,0 +1,308 @@
+import copy
+import json
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmseg_gearnn.selection import (
+    FORMAT_VERSION,
+    list_candidates,
+    load_base_checkpoint,
+    load_selection,
+    model_total_bytes,
+    replace_distortion,
+    resolve_budget,
+    run_selection,
+    save_selection,
+    select_tensors,
+    space_from_config,
+    with_distortion,
+)
+
+
+def select(model, space, method='random', **kwargs):
+    kwargs.setdefault('budget', 0.05)
+    return run_selection(model, space, method, progress=False, **kwargs)
+
+
+def test_selection_record_and_round_trip(tiny_model, space, source, tmp_path):
+    out = tmp_path / 'sub' / 'selection.json'
+    ckpt = tmp_path / 'base.pth'
+    torch.save(dict(state_dict=tiny_model.state_dict()), ckpt)
+    record = select(
+        tiny_model,
+        space,
+        'fisher',
+        source=source,
+        steps=1,
+        seed=5,
+        checkpoint=str(ckpt),
+        config='some/config.py',
+        out=str(out),
+    )
+    assert out.is_file()
+    assert not [p for p in os.listdir(out.parent) if p != 'selection.json']
+    loaded = load_selection(str(out), model=tiny_model, space=space)
+    assert loaded == json.loads(json.dumps(record))
+    total = model_total_bytes(tiny_model)
+    infos = {t.name: t for t in list_candidates(tiny_model)}
+    budget = record['budget']
+    assert record['format_version'] == FORMAT_VERSION
+    assert record['model_total_bytes'] == total
+    assert budget['asked_fraction'] == 0.05
+    assert budget['asked_bytes'] == int(0.05 * total)
+    assert budget['used_bytes'] == sum(
+        infos[n].bytes for n in record['selected']
+    )
+    assert 0 < budget['used_bytes'] <= budget['asked_bytes']
+    assert budget['used_fraction'] == budget['used_bytes'] / total
+    assert budget['respected'] is True
+    assert record['granularity_bytes'] == 4
+    assert record['seed'] == 5
+    assert record['config'] == 'some/config.py'
+    assert record['checkpoint']['path'] == str(ckpt)
+    assert len(record['checkpoint']['sha256']) == 64
+    assert record['distortion_space'] == space.to_dict()
+    assert record['normalisation']['mode'] == 'rank'
+    assert record['method_options']['levels'] == [
+        ['brightness', 0.5],
+        ['brightness', 0.2],
+        ['gaussian_noise', 40],
+    ]
+    assert [t['name'] for t in record['tensors']] == list(infos)
+    for t in record['tensors']:
+        assert t['numel'] == infos[t['name']].numel
+        assert t['kind'] in ('param', 'bn_buffer')
+        assert t['selected'] == (t['name'] in record['selected'])
+    comparison = record['greedy_comparison']
+    assert comparison['dp_minus_greedy'] == pytest.approx(
+        comparison['dp_total_score'] - comparison['greedy_total_score']
+    )
+    assert comparison['dp_total_score'] >= comparison['greedy_total_score']
+    assert record['total_score'] == pytest.approx(comparison['dp_total_score'])
+
+
+def test_budget_in_bytes_and_exact_fill(tiny_model, space):
+    infos = list_candidates(tiny_model)
+    sizes = sorted(t.bytes for t in infos)
+    budget = sum(sizes[:5])
+    record = select(
+        tiny_model,
+        space,
+        'all',
+        budget=None,
+        budget_bytes=budget,
+        respect_budget=True,
+    )
+    # Equal values: the knapsack takes as many tensors as fit, the five
+    # smallest, filling the budget to the byte.
+    assert record['num_selected'] == 5
+    assert record['budget']['used_bytes'] == budget
+    assert record['budget']['asked_fraction'] == pytest.approx(
+        budget / model_total_bytes(tiny_model)
+    )
+
+
+def test_bn_baseline_selects_exactly_the_bn_tensors(tiny_model, space):
+    record = select(tiny_model, space, 'bn', budget=0.001)
+    bn = {t.name for t in list_candidates(tiny_model) if t.is_bn}
+    assert set(record['selected']) == bn
+    assert any(n.endswith('.running_var') for n in bn)
+    assert any(n.endswith('.bias') for n in bn)
+    assert record['budget']['respected'] is False
+    assert record['solver'] == 'full_set'
+    assert record['budget']['used_bytes'] > record['budget']['asked_bytes']
+    # Asked to respect the budget, it keeps to BN tensors within it.
+    bounded = select(
+        tiny_model, space, 'bn', budget=0.001, respect_budget=True
+    )
+    assert set(bounded['selected']) < bn
+    assert bounded['budget']['used_bytes'] <= bounded['budget']['asked_bytes']
+
+
+def test_all_baseline_selects_everything(tiny_model, space):
+    record = select(tiny_model, space, 'all', budget=0.01)
+    assert record['num_selected'] == len(list_candidates(tiny_model))
+
+
+def test_greedy_answer_kept_when_quantisation_costs(tiny_model):
+    from mmseg_gearnn.selection import TensorInfo
+
+    infos = [
+        TensorInfo('a', 5, 20, 'param', False),
+        TensorInfo('b', 5, 20, 'param', False),
+    ]
+    scores = dict(a=1.0, b=1.0)
+    # Granularity 16: each 20-byte tensor takes 2 units, the 40-byte
+    # budget holds 2 units, so the DP fits one tensor; greedy fits both.
+    outcome = select_tensors(infos, scores, 40, granularity=16)
+    assert outcome.dp.indices == [0]
+    assert outcome.solver == 'greedy'
+    assert outcome.selected == ['a', 'b']
+
+
+def test_impossible_budget_is_explained(tiny_model, space):
+    smallest = min(list_candidates(tiny_model), key=lambda t: t.bytes)
+    with pytest.raises(ValueError) as err:
+        select(tiny_model, space, 'random', budget=None, budget_bytes=8)
+    message = str(err.value)
+    assert 'budget of 8 bytes' in message
+    assert f'smallest candidate tensor, {smallest.name}' in message
+    assert f'({smallest.bytes} bytes)' in message
+    assert f'--budget-bytes to at least {smallest.bytes}' in message
+    with pytest.raises(ValueError, match='no candidate tensor fits'):
+        select(
+            tiny_model,
+            space,
+            'random',
+            budget=None,
+            budget_bytes=smallest.bytes,
+            granularity=1024,
+        )
+
+
+def test_budget_arguments_are_checked():
+    with pytest.raises(ValueError, match='not both or neither'):
+        resolve_budget(100, 0.1, 10)
+    with pytest.raises(ValueError, match='not both or neither'):
+        resolve_budget(100)
+    with pytest.raises(ValueError, match=r'fraction must be in \(0, 1\]'):
+        resolve_budget(100, 1.5)
+    assert resolve_budget(1000, 0.0025) == dict(
+        asked_fraction=0.0025, asked_bytes=2
+    )
+
+
+def test_empty_or_absent_space_is_an_error(tiny_model):
+    with pytest.raises(ValueError, match='no top-level `distortion_space`'):
+        space_from_config(Config(dict(model=dict())))
+    with pytest.raises(ValueError, match='distortion space of the config is'):
+        space_from_config(Config(dict(distortion_space=dict())))
+    empty = dict(distortion_space=dict(distortions=dict()))
+    with pytest.raises(ValueError, match='space of the config is empty'):
+        space_from_config(Config(empty))
+    with pytest.raises(ValueError, match='the distortion space is empty'):
+        select(tiny_model, dict(distortions=dict()), 'random')
+
+
+def test_mismatching_checkpoint_lists_the_keys(tiny_model, tmp_path):
+    state = copy.deepcopy(tiny_model.state_dict())
+    state.pop('backbone.stem.0.weight')
+    state['backbone.extra.weight'] = torch.zeros(2)
+    state['decode_head.conv_seg.weight'] = torch.zeros(5, 8, 1, 1)
+    path = tmp_path / 'other.pth'
+    torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
+    with pytest.raises(ValueError) as err:
+        load_base_checkpoint(tiny_model, str(path))
+    message = str(err.value)
+    assert 'does not match the model' in message
+    assert 'missing keys (1): backbone.stem.0.weight' in message
+    assert 'unexpected keys (1): backbone.extra.weight' in message
+    assert (
+        'shape mismatches (1): decode_head.conv_seg.weight (checkpoint '
+        '(5, 8, 1, 1), model (3, 8, 1, 1))'
+    ) in message
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        load_base_checkpoint(tiny_model, str(tmp_path / 'absent.pth'))
+
+
+def test_matching_checkpoint_loads(tiny_model, tmp_path):
+    state = {k: v + 1 for k, v in tiny_model.state_dict().items()}
+    path = tmp_path / 'base.pth'
+    torch.save({'module.' + k: v for k, v in state.items()}, path)
+    load_base_checkpoint(tiny_model, str(path))
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_load_selection_rejects_mismatches(tiny_model, space, tmp_path):
+    out = str(tmp_path / 'selection.json')
+    select(tiny_model, space, 'random', out=out)
+    other = copy.deepcopy(tiny_model)
+    other.decode_head.conv_seg = torch.nn.Conv2d(8, 5, 1)
+    with pytest.raises(ValueError) as err:
+        load_selection(out, model=other)
+    assert 'decode_head.conv_seg.weight (file 24, model 40)' in str(err.value)
+    assert 'decode_head.conv_seg.bias (file 3, model 5)' in str(err.value)
+    other.decode_head.conv_seg = torch.nn.Conv2d(8, 3, 1, bias=False)
+    with pytest.raises(ValueError, match='not in the model .1.: decode_head'):
+        load_selection(out, model=other)
+    with pytest.raises(ValueError, match='computed for the distortion space'):
+        load_selection(out, space=dict(distortions=dict(jpeg=[10])))
+    record = json.load(open(out))
+    record['format_version'] = 99
+    save_selection(record, out)
+    with pytest.raises(ValueError, match='format_version 99'):
+        load_selection(out)
+    del record['tensors']
+    save_selection(record, out)
+    with pytest.raises(ValueError, match=r"lacks \['tensors'\]"):
+        load_selection(out)
+    with open(out, 'w') as f:
+        f.write('{not json')
+    with pytest.raises(ValueError, match='not valid JSON'):
+        load_selection(out)
+
+
+def test_save_selection_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / 'selection.json'
+    save_selection(dict(a=1), str(path))
+    monkeypatch.setattr(json, 'dump', lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        save_selection(dict(a=2), str(path))
+    # The old file is intact and no temporary file is left behind.
+    assert json.loads(path.read_text()) == dict(a=1)
+    assert os.listdir(tmp_path) == ['selection.json']
+
+
+def test_pipeline_gets_exactly_one_distortion(space):
+    fixed = dict(
+        type='FixedDistortion',
+        space=space.to_dict(),
+        distortion_type='brightness',
+        level=0.2,
+    )
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomDistortion', space=space.to_dict()),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackSegInputs'),
+    ]
+    out = replace_distortion(pipeline, fixed)
+    assert [t['type'] for t in out] == [
+        'LoadImageFromFile',
+        'FixedDistortion',
+        'RandomFlip',
+        'PackSegInputs',
+    ]
+    assert pipeline[1]['type'] == 'RandomDistortion'  # input untouched
+    plain = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+    assert [t['type'] for t in replace_distortion(plain, fixed)] == [
+        'LoadImageFromFile',
+        'FixedDistortion',
+        'PackSegInputs',
+    ]
+    loader = dict(
+        batch_size=2,
+        dataset=dict(
+            type='ConcatDataset',
+            datasets=[
+                dict(type='A', pipeline=pipeline),
+                dict(
+                    type='RepeatDataset',
+                    times=2,
+                    dataset=dict(type='B', pipeline=plain),
+                ),
+            ],
+        ),
+    )
+    new = with_distortion(loader, fixed)
+    a = new['dataset']['datasets'][0]['pipeline']
+    b = new['dataset']['datasets'][1]['dataset']['pipeline']
+    for p in (a, b):
+        assert [t['type'] for t in p].count('FixedDistortion') == 1
+        assert 'RandomDistortion' not in [t['type'] for t in p]
+    with pytest.raises(ValueError, match='no dataset in the dataloader'):
+        with_distortion(dict(dataset=dict(type='A')), fixed)

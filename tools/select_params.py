@@ -1,0 +1,147 @@
+# Copyright (c) mmseg_gearnn contributors. All rights reserved.
+"""Select the adaptor of a trained segmentor under a memory budget.
+
+Scores every candidate tensor (parameters and BatchNorm running statistics)
+for distortion sensitivity, solves the budgeted 0/1 knapsack and writes a
+selection file (JSON). The work is done by
+:func:`mmseg_gearnn.selection.run_selection_from_config`.
+
+Example::
+
+    python tools/select_params.py CONFIG --checkpoint BASE.pth \\
+        --method fisher --budget 0.002 --out work_dirs/x/selection.json
+"""
+
+import argparse
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
+
+from mmseg_gearnn.selection import available_methods, run_selection_from_config
+from mmseg_gearnn.selection.scores import DEFAULT_NORMALIZE, NORMALIZATIONS
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description='Select the distortion-sensitive tensors (the adaptor) '
+        'of a segmentor under a memory budget'
+    )
+    parser.add_argument('config', help='config with a distortion_space')
+    parser.add_argument(
+        '--checkpoint', required=True, help='base (clean) checkpoint'
+    )
+    parser.add_argument(
+        '--method', default='fisher', choices=available_methods()
+    )
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        '--budget', type=float, help='budget as a fraction of the model bytes'
+    )
+    budget.add_argument('--budget-bytes', type=int, help='budget in bytes')
+    parser.add_argument(
+        '--out',
+        help='selection file; default '
+        'work_dirs/{config name}/selection_{method}.json',
+    )
+    parser.add_argument(
+        '--steps',
+        type=int,
+        default=10,
+        help='SGD steps (weight_change) or batches (fisher, rgn) per level',
+    )
+    parser.add_argument(
+        '--levels-subset',
+        nargs='+',
+        help='score on these levels only: gear ids, type:level or types',
+    )
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--normalize', default=DEFAULT_NORMALIZE, choices=NORMALIZATIONS
+    )
+    parser.add_argument(
+        '--granularity-bytes',
+        type=int,
+        help='knapsack size unit; default keeps it at <= 16384 units',
+    )
+    parser.add_argument(
+        '--respect-budget',
+        action='store_true',
+        help='make the bn / all baselines keep to the budget',
+    )
+    parser.add_argument(
+        '--lr', type=float, default=0.01, help='weight_change SGD lr'
+    )
+    parser.add_argument(
+        '--momentum', type=float, default=0.9, help='weight_change momentum'
+    )
+    parser.add_argument(
+        '--dataloader',
+        default='train_dataloader',
+        help='config key of the dataloader to score on',
+    )
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu'
+    )
+    parser.add_argument(
+        '--top', type=int, default=20, help='tensors shown in the table'
+    )
+    parser.add_argument(
+        '--no-progress', action='store_true', help='no progress bar'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value pairs',
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Load the config and run the selection."""
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    if cfg.get('custom_imports', None):
+        import_modules_from_strings(**cfg.custom_imports)
+    out = args.out or osp.join(
+        'work_dirs',
+        osp.splitext(osp.basename(args.config))[0],
+        f'selection_{args.method}.json',
+    )
+    options = {}
+    if args.method == 'weight_change':
+        options = dict(lr=args.lr, momentum=args.momentum)
+    try:
+        run_selection_from_config(
+            cfg,
+            args.checkpoint,
+            args.method,
+            config_path=args.config,
+            dataloader=args.dataloader,
+            device=args.device,
+            budget=args.budget,
+            budget_bytes=args.budget_bytes,
+            levels=args.levels_subset,
+            steps=args.steps,
+            seed=args.seed,
+            normalize=args.normalize,
+            granularity=args.granularity_bytes,
+            respect_budget=args.respect_budget,
+            out=out,
+            progress=not args.no_progress,
+            top=args.top,
+            **options,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f'select_params: error: {err}') from err
+
+
+if __name__ == '__main__':
+    main()
