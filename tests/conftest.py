@@ -2,8 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The tests' models are tiny: one thread is as fast, and several threads
+# spin-waiting on a shared 2-core machine are many times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope='session')

@@ -20,6 +20,7 @@ model = dict(
     _delete_=True,
     type='GearNNSegmentor',
     segmentor=_base_.model,
+    data_preprocessor=_base_.model.data_preprocessor,
     space=_base_.distortion_space,
     # 'bn' until a selection JSON is given (see step 3 above).
     adaptor='bn',

@@ -7,7 +7,8 @@ _base_ = [
     '../_base_/models/deeplabv3plus_r18-tiny.py',
     'mmseg::_base_/default_runtime.py',
 ]
-model = dict(data_preprocessor=dict(size=_base_.img_size))
+data_preprocessor = dict(size=_base_.img_size)
+model = dict(data_preprocessor=data_preprocessor)
 
 # Clean training data: the clean model never sees a distortion.
 train_pipeline = [

@@ -8,6 +8,7 @@ model = dict(
     _delete_=True,
     type='GearNNSegmentor',
     segmentor=_base_.model,
+    data_preprocessor=_base_.model.data_preprocessor,
     space=_base_.distortion_space,
     adaptor='bn',
     default_gear=0,

@@ -173,19 +173,26 @@ class GearBank(nn.Module):
         return {n: list(state[n].shape) for n in self.names}
 
     def save(self, path: str, base: nn.Module, meta: Optional[dict] = None):
-        """Writes every gear's adaptor (and nothing of the base) atomically."""
+        """Writes every gear's adaptor (and nothing of the base) atomically.
+
+        Each gear is stored as one flat tensor per dtype, in the order of
+        :attr:`names`: a file of many small tensors would be mostly
+        per-tensor overhead.
+        """
+        gears = {}
+        for gear in range(1, self.num_gears):
+            by_dtype: Dict[str, List[Tensor]] = {}
+            for n, t in self.tensors(gear).items():
+                by_dtype.setdefault(str(t.dtype), []).append(
+                    t.detach().cpu().reshape(-1)
+                )
+            gears[gear] = {k: torch.cat(v) for k, v in by_dtype.items()}
         payload = dict(
             format_version=GEARS_FORMAT_VERSION,
             signature=self.signature(base),
             base_fingerprint=base_fingerprint(base),
             meta=dict(meta or {}),
-            gears={
-                gear: {
-                    n: t.detach().cpu().clone()
-                    for n, t in self.tensors(gear).items()
-                }
-                for gear in range(1, self.num_gears)
-            },
+            gears=gears,
         )
         atomic_torch_save(payload, path)
 
@@ -244,9 +251,13 @@ class GearBank(nn.Module):
                 + '\n  '.join(problems)
             )
         with torch.no_grad():
-            for gear, tensors in payload['gears'].items():
+            for gear, flat in payload['gears'].items():
+                offsets: Dict[str, int] = {}
                 for n, t in self.tensors(int(gear)).items():
-                    t.copy_(tensors[n])
+                    key = str(t.dtype)
+                    start = offsets.get(key, 0)
+                    t.copy_(flat[key][start : start + t.numel()].view_as(t))
+                    offsets[key] = start + t.numel()
         return payload['meta']
 
 

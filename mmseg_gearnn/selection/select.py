@@ -7,6 +7,7 @@ the greedy comparison, the model size, the distortion space, the base
 checkpoint's fingerprint, the config and the seed.
 """
 
+import copy
 import json
 import math
 import os
@@ -555,6 +556,21 @@ def run_selection(
     return record
 
 
+def base_model_cfg(model_cfg):
+    """The base segmentor's config: ``model.segmentor`` of a GearNN config
+    (with the wrapper's data preprocessor), else ``model`` itself."""
+    from mmengine.config import ConfigDict
+
+    if model_cfg.get('type') != 'GearNNSegmentor':
+        return model_cfg
+    base = ConfigDict(copy.deepcopy(model_cfg['segmentor']))
+    if model_cfg.get('data_preprocessor') is not None:
+        base['data_preprocessor'] = copy.deepcopy(
+            model_cfg['data_preprocessor']
+        )
+    return base
+
+
 def run_selection_from_config(
     cfg,
     checkpoint: str,
@@ -594,7 +610,7 @@ def run_selection_from_config(
             f'method {method!r} needs data but the config has no '
             f'{dataloader!r}'
         )
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = revert_sync_batchnorm(MODELS.build(base_model_cfg(cfg.model)))
     load_base_checkpoint(model, checkpoint)
     model.to(device)
     source = None

@@ -375,7 +375,10 @@ def test_save_load_full_checkpoint_and_gears_file(tmp_path):
     import os
 
     adaptor = model.gear_bank.adaptor_bytes()
-    assert os.path.getsize(gears_file) < 3 * adaptor * 1.5 + 20000
+    # n_gears x adaptor, plus a small header (names and shapes).
+    assert (
+        3 * adaptor < os.path.getsize(gears_file) < 3 * adaptor * 1.2 + 12000
+    )
 
 
 def test_gears_file_for_another_model_is_refused(tmp_path):
