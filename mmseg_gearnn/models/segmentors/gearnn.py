@@ -353,6 +353,11 @@ class GearNNSegmentor(BaseSegmentor):
     def with_neck(self) -> bool:
         return self.segmentor.with_neck
 
+    def init_weights(self) -> None:
+        """Initialises the base, then starts every gear from it."""
+        super().init_weights()
+        self.gear_bank.reset_from(self.segmentor)
+
     # -- training mode: the base stays frozen ------------------------------
     def train(self, mode: bool = True):
         super().train(mode)

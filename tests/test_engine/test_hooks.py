@@ -1,0 +1,184 @@
+"""The plugin's hooks inside a real mmengine Runner doing gear training."""
+
+import copy
+import os
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.engine import FrozenBaseGuardHook, GearCheckpointHook
+
+SPACE = dict(distortions=dict(jpeg=[30, 10], brightness=[0.3]))
+BN = dict(type='BN', requires_grad=True)
+SEGMENTOR = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size=(32, 32),
+    ),
+    backbone=dict(
+        type='ResNetV1c',
+        depth=18,
+        stem_channels=8,
+        base_channels=8,
+        num_stages=2,
+        strides=(1, 2),
+        dilations=(1, 1),
+        out_indices=(1,),
+        norm_cfg=BN,
+    ),
+    decode_head=dict(
+        type='FCNHead',
+        in_channels=16,
+        in_index=0,
+        channels=8,
+        num_convs=1,
+        concat_input=False,
+        num_classes=8,
+        norm_cfg=BN,
+        align_corners=False,
+        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
+    ),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'),
+)
+
+
+def make_runner(work_dir, custom_hooks, max_iters=2):
+    model = dict(
+        type='GearNNSegmentor',
+        segmentor=copy.deepcopy(SEGMENTOR),
+        space=SPACE,
+        adaptor='bn',
+    )
+    return Runner(
+        model=model,
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            batch_size=2,
+            num_workers=0,
+            sampler=dict(type='InfiniteSampler', shuffle=True),
+            dataset=dict(
+                type='ProceduralStreetDataset',
+                num_samples=4,
+                img_size=(32, 32),
+                seed=0,
+                pipeline=[
+                    dict(
+                        type='RandomDistortion',
+                        space=SPACE,
+                        clean_prob=0.0,
+                        draw_every=2,
+                    ),
+                    dict(
+                        type='PackSegInputs',
+                        meta_keys=(
+                            'img_shape',
+                            'ori_shape',
+                            'pad_shape',
+                            'distortion',
+                        ),
+                    ),
+                ],
+            ),
+        ),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
+            logger=dict(type='LoggerHook', interval=1),
+        ),
+        custom_hooks=custom_hooks,
+        default_scope='mmseg',
+    )
+
+
+class SnapshotBase(Hook):
+    """Keeps a copy of the base as training starts (after weight init)."""
+
+    priority = 'LOWEST'
+
+    def before_train(self, runner):
+        model = runner.model
+        self.base = {
+            k: v.clone() for k, v in model.segmentor.state_dict().items()
+        }
+        self.gears = {
+            k: v.clone() for k, v in model.gear_bank.state_dict().items()
+        }
+
+
+class TamperWithBase(Hook):
+    """Changes one base tensor: what a wrong optimiser setup would do."""
+
+    priority = 'HIGH'
+
+    def after_train_iter(
+        self, runner, batch_idx, data_batch=None, outputs=None
+    ):
+        with torch.no_grad():
+            runner.model.segmentor.decode_head.conv_seg.bias.add_(1.0)
+
+
+def test_gears_file_written_at_checkpoint_and_end(tmp_path):
+    snapshot = SnapshotBase()
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(type='FrozenBaseGuardHook', interval=1),
+            dict(type='GearCheckpointHook'),
+            snapshot,
+        ],
+    )
+    runner.train()
+    # Every gear started from the base.
+    for gear in range(1, 4):
+        for name in runner.model.gear_bank.names:
+            key = f'gears.{gear}.{name.replace(".", "::")}'
+            assert torch.equal(snapshot.gears[key], snapshot.base[name])
+    base = snapshot.base
+    for name in ('gears_iter_2.pth', 'gears.pth', 'iter_2.pth'):
+        assert (tmp_path / name).is_file(), name
+    for k, v in runner.model.segmentor.state_dict().items():
+        assert torch.equal(v, base[k]), k
+    # The gears file restores the trained gears on a fresh wrapper.
+    fresh = make_runner(tmp_path / 'fresh', []).model
+    fresh.segmentor.load_state_dict(runner.model.segmentor.state_dict())
+    fresh.load_gears(str(tmp_path / 'gears.pth'))
+    for gear in range(1, 4):
+        trained = runner.model.gear_bank.tensors(gear)
+        for name, tensor in fresh.gear_bank.tensors(gear).items():
+            assert torch.equal(tensor, trained[name]), (gear, name)
+    gears_bytes = os.path.getsize(tmp_path / 'gears.pth')
+    assert gears_bytes < os.path.getsize(tmp_path / 'iter_2.pth') / 2
+
+
+def test_frozen_base_guard_stops_a_run_that_changes_the_base(tmp_path):
+    runner = make_runner(
+        tmp_path, [FrozenBaseGuardHook(interval=1), TamperWithBase()]
+    )
+    with pytest.raises(RuntimeError) as err:
+        runner.train()
+    assert 'decode_head.conv_seg.bias' in str(err.value)
+    assert 'changed during gear training' in str(err.value)
+
+
+def test_frozen_base_guard_checks_requires_grad(tmp_path):
+    runner = make_runner(tmp_path, [FrozenBaseGuardHook(interval=1)])
+    runner.model.segmentor.backbone.stem[0].weight.requires_grad_(True)
+    with pytest.raises(RuntimeError, match='must stay frozen'):
+        runner.train()
+
+
+def test_hook_arguments():
+    with pytest.raises(ValueError, match='interval must be >= 1'):
+        FrozenBaseGuardHook(interval=0)
+    assert GearCheckpointHook().filename_tmpl == 'gears_iter_{}.pth'
