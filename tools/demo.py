@@ -49,6 +49,14 @@ def parse_args() -> argparse.Namespace:
         "model (0.002: the paper's 0.2%%)",
     )
     parser.add_argument(
+        '--base-checkpoint',
+        help='a trained base checkpoint: skips training the base',
+    )
+    parser.add_argument(
+        '--base-checkpoint',
+        help='a trained base checkpoint: skips training the base',
+    )
+    parser.add_argument(
         '--retrain-base',
         action='store_true',
         help='train the base even if work-dir holds one',
@@ -79,6 +87,7 @@ def main() -> None:
         base_options=args.base_options,
         gear_options=args.gear_options,
         reuse_base=not args.retrain_base,
+        base_checkpoint=args.base_checkpoint,
     )
 
 

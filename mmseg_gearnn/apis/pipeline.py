@@ -101,10 +101,12 @@ def run_gearnn(
     base_options: Optional[dict] = None,
     gear_options: Optional[dict] = None,
     reuse_base: bool = True,
+    base_checkpoint: Optional[str] = None,
 ) -> dict:
     """The whole GearNN job; returns the per-level reports and artefacts.
 
-    1. train the clean base with ``base_config`` (reused when present);
+    1. train the clean base with ``base_config`` (reused when present, or
+       taken from ``base_checkpoint``);
     2. select the adaptor under ``budget`` (fraction of the model) with the
        scoring ``method``;
     3. train every gear with ``gear_config`` on the frozen base;
@@ -116,10 +118,21 @@ def run_gearnn(
     start = time.time()
     timings: Dict[str, float] = {}
 
-    _log('stage 1/4: training the clean base model')
-    base_ckpt = train(
-        base_config, osp.join(work_dir, 'base'), base_options, reuse=reuse_base
-    )
+    if base_checkpoint is None:
+        _log('stage 1/4: training the clean base model')
+        base_ckpt = train(
+            base_config,
+            osp.join(work_dir, 'base'),
+            base_options,
+            reuse=reuse_base,
+        )
+    else:
+        if not osp.isfile(base_checkpoint):
+            raise FileNotFoundError(
+                f'base checkpoint not found: {base_checkpoint}'
+            )
+        _log(f'stage 1/4: using the base model {base_checkpoint}')
+        base_ckpt = base_checkpoint
     timings['base_training_s'] = time.time() - start
 
     _log(

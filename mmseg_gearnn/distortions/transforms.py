@@ -191,3 +191,58 @@ class RequestedDistortion(_DistortionTransform):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(space={self.space!r})'
+
+
+@TRANSFORMS.register_module()
+class PairedDistortion(RandomDistortion):
+    """Keep ``img`` clean and add a distorted copy of it, for stability
+    training (:class:`~mmseg_gearnn.models.StabilitySegmentor`).
+
+    The copy's (type, level) is drawn as in :class:`RandomDistortion` and
+    made by the same kernels. ``img`` is left untouched, and so is
+    ``distortion`` (which keeps describing ``img``); the copy and its record
+    go to new keys. ``PackSegInputs`` packs only ``img``, so list
+    ``'distorted_img'`` (and ``'paired_distortion'``) in its ``meta_keys``:
+    the copy then travels, as the uint8 array, in ``data_sample.metainfo``
+    and the segmentor normalises and pads it with its own data preprocessor,
+    exactly as the clean image.
+
+    Place it after every geometric and photometric transform, right before
+    ``PackSegInputs``, so that the two copies differ only by the distortion.
+
+    Required Keys:
+
+    - img
+
+    Added Keys:
+
+    - distorted_img (np.ndarray): uint8, the shape of ``img``.
+    - paired_distortion (dict): ``type``, ``level`` and ``gear`` id of the
+      copy.
+
+    Args:
+        space (dict | DistortionSpace): the distortion space.
+        clean_prob (float): probability that the copy stays clean (then it
+            equals ``img`` and the stability term is zero for it).
+        types (Sequence[str], optional): the types to draw from; all the
+            space's types if None.
+        draw_every (int): draw a new distortion every ``draw_every`` images.
+    """
+
+    def __init__(
+        self,
+        space,
+        clean_prob: float = 0.0,
+        types: Optional[Sequence[str]] = None,
+        draw_every: int = 1,
+    ) -> None:
+        super().__init__(space, clean_prob, types, draw_every)
+
+    def transform(self, results: dict) -> dict:
+        paired = super().transform(dict(img=results['img']))
+        copy = paired['img']
+        if copy is results['img']:  # clean: never share the array
+            copy = copy.copy()
+        results['distorted_img'] = copy
+        results['paired_distortion'] = paired['distortion']
+        return results

@@ -1,4 +1,10 @@
 from .gear_bank import GearBank, adaptor_candidates, bn_names
-from .segmentors import GearNNSegmentor
+from .segmentors import GearNNSegmentor, StabilitySegmentor
 
-__all__ = ['GearBank', 'GearNNSegmentor', 'adaptor_candidates', 'bn_names']
+__all__ = [
+    'GearBank',
+    'GearNNSegmentor',
+    'StabilitySegmentor',
+    'adaptor_candidates',
+    'bn_names',
+]

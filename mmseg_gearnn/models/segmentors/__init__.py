@@ -1,3 +1,4 @@
 from .gearnn import GearNNSegmentor
+from .stability import StabilitySegmentor
 
-__all__ = ['GearNNSegmentor']
+__all__ = ['GearNNSegmentor', 'StabilitySegmentor']

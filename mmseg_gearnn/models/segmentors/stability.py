@@ -1,0 +1,295 @@
+"""Stability training (Zheng, Song, Leung and Goodfellow, CVPR 2016) for
+any mmseg segmentor: the one-model-for-all-levels baseline of GearNN."""
+
+import copy
+from contextlib import contextmanager
+from typing import List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# The metainfo key that carries the distorted copy (see PairedDistortion).
+DISTORTED_IMG = 'distorted_img'
+
+
+def pixel_kl(target_logits: Tensor, logits: Tensor, valid: Tensor) -> Tensor:
+    """Per-pixel ``KL(softmax(target_logits) || softmax(logits))`` over the
+    class dimension, averaged over the ``valid`` pixels.
+
+    Args:
+        target_logits (Tensor): (N, C, H, W), the reference distribution.
+        logits (Tensor): (N, C, H, W), the distribution pulled toward it.
+        valid (Tensor): (N, H, W) bool; with no valid pixel the result is a
+            zero that still depends on ``logits`` (zero gradient, no NaN).
+
+    Returns:
+        Tensor: a scalar.
+    """
+    log_p = F.log_softmax(target_logits.float(), dim=1)
+    log_q = F.log_softmax(logits.float(), dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    kl = torch.where(valid, kl, torch.zeros_like(kl))
+    return kl.sum() / valid.sum().clamp(min=1)
+
+
+@MODELS.register_module()
+class StabilitySegmentor(BaseSegmentor):
+    """Wraps any mmseg segmentor with the stability-training loss
+
+    ``L = L_task(x) + alpha * mean_valid_pixels KL(p(x) || p(x'))``
+
+    where ``x'`` is a distorted copy of the clean image ``x``, ``p`` the
+    per-pixel softmax of the segmentor's logits at label resolution, and
+    the valid pixels those whose label is not the decode head's
+    ``ignore_index``. At inference (``predict``, ``tensor``) it is the
+    wrapped segmentor unchanged: one model for all distortion levels.
+
+    1. Where ``x'`` comes from: :class:`PairedDistortion` in the training
+    pipeline keeps ``img`` clean and adds its distorted copy (uint8, same
+    size, made by the distortion kernels of the same distortion space);
+    ``PackSegInputs`` carries it in ``metainfo['distorted_img']`` (list the
+    key in its ``meta_keys``). The data preprocessor prepares the clean
+    batch as usual; :meth:`loss` runs that same preprocessor, in training
+    mode, on the copies, so both get the same channel order, mean/std
+    normalisation and padding. The stock ``SegDataPreProcessor`` works
+    unchanged and inference pipelines need nothing new.
+
+    2. The ``loss`` call flow:
+
+    .. code:: text
+
+     loss(x, data_samples)
+      ├─ x' = data_preprocessor(metainfo['distorted_img'])
+      ├─ no_grad, BN running stats restored after it:
+      │     p(x)  = softmax(encode_decode(x))    the target
+      ├─ segmentor.loss(x, data_samples)        task loss on the clean x only
+      ├─ p(x') = softmax(encode_decode(x'))      gradients flow here
+      └─ loss_stability = alpha * KL(p(x) || p(x')), mean over valid pixels
+
+    Design choices:
+
+    - ``p(x)`` is a target: it is computed without gradient, so the
+      stability term pulls the distorted prediction toward the clean one and
+      never the clean prediction toward the distorted one; the clean
+      prediction learns from the task loss alone.
+    - The target pass is one extra forward pass, kept generic (any
+      segmentor, auxiliary heads included, through ``segmentor.loss`` and
+      ``encode_decode``). It runs in the model's current mode (batch
+      statistics in training, as the task-loss pass) but restores the BN
+      running statistics after it, so that each step updates them once
+      with the clean batch and once with the distorted batch.
+    - Dropout draws a new mask in each pass, so with dropout the term is not
+      exactly zero even for ``x' == x``.
+    - No valid pixel in the batch: the term is 0 (finite, zero gradient).
+
+    Args:
+        segmentor (dict): config of the wrapped mmseg segmentor.
+        alpha (float): weight of the stability term (>= 0). 1.0 weighs a
+            pixel's KL like its cross-entropy; the paper tunes it per task.
+        data_preprocessor (dict, optional): defaults to the segmentor's.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(
+        self,
+        segmentor: ConfigType,
+        alpha: float = 1.0,
+        data_preprocessor: OptConfigType = None,
+        init_cfg: OptConfigType = None,
+    ) -> None:
+        if not alpha >= 0:
+            raise ValueError(f'alpha must be >= 0, got {alpha}')
+        # ConfigDict, not dict: mmseg reads test_cfg.mode by attribute.
+        segmentor = ConfigDict(copy.deepcopy(segmentor))
+        if data_preprocessor is None:
+            data_preprocessor = segmentor.pop('data_preprocessor', None)
+        else:
+            segmentor.pop('data_preprocessor', None)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+        )
+        if getattr(self.data_preprocessor, 'batch_augments', None):
+            raise ValueError(
+                'StabilitySegmentor does not support batch_augments: the '
+                'clean and distorted copies would be augmented differently'
+            )
+        self.segmentor = MODELS.build(segmentor)
+        self.alpha = float(alpha)
+        self._register_load_state_dict_pre_hook(self._map_bare_checkpoint)
+
+    # -- training ----------------------------------------------------------
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Task loss on the clean inputs plus ``loss_stability``."""
+        distorted = self.distorted_inputs(inputs, data_samples)
+        labels = torch.stack(
+            [s.gt_sem_seg.data.squeeze(0) for s in data_samples]
+        )
+        size = tuple(inputs.shape[-2:])
+        # encode_decode resizes to pad_shape; the padded size is the label
+        # size (the metainfo img_shape after stack_batch is not).
+        metas = [dict(img_shape=size, pad_shape=size)] * inputs.shape[0]
+        # The target first: restoring the BN statistics in place after a
+        # pass that autograd recorded would invalidate its graph.
+        with torch.no_grad(), self._bn_running_stats_kept():
+            target = self._logits(inputs, metas, labels.shape[-2:])
+        losses = self.segmentor.loss(inputs, data_samples)
+        logits = self._logits(distorted, metas, labels.shape[-2:])
+        ignore_index = self.ignore_index
+        if ignore_index is None:
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        else:
+            valid = labels != ignore_index
+        losses['loss_stability'] = self.alpha * pixel_kl(
+            target, logits, valid
+        )
+        return losses
+
+    def distorted_inputs(
+        self, inputs: Tensor, data_samples: SampleList
+    ) -> Tensor:
+        """The batch of distorted copies, prepared as the clean ``inputs``
+        (same preprocessor, training mode)."""
+        copies = []
+        for i, sample in enumerate(data_samples):
+            img = sample.metainfo.get(DISTORTED_IMG)
+            if img is None:
+                raise KeyError(
+                    f'data sample {i} carries no distorted copy: put '
+                    "PairedDistortion in the training pipeline and add "
+                    f"'{DISTORTED_IMG}' to PackSegInputs' meta_keys"
+                )
+            copies.append(_to_chw_tensor(img))
+        data = self.data_preprocessor(
+            dict(inputs=copies, data_samples=[SegDataSample() for _ in copies]),
+            True,
+        )
+        distorted = data['inputs']
+        if distorted.shape != inputs.shape:
+            raise ValueError(
+                f'the distorted batch has shape {tuple(distorted.shape)}, '
+                f'the clean batch {tuple(inputs.shape)}: PairedDistortion '
+                'must come after every transform that changes the size'
+            )
+        return distorted
+
+    def _logits(self, inputs: Tensor, metas: List[dict], size) -> Tensor:
+        logits = self.segmentor.encode_decode(inputs, metas)
+        if tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(
+                logits,
+                size=tuple(size),
+                mode='bilinear',
+                align_corners=self.align_corners,
+            )
+        return logits
+
+    @contextmanager
+    def _bn_running_stats_kept(self):
+        """Restores every BN layer's running statistics on exit."""
+        saved: List[Tuple[_BatchNorm, Tuple[Tensor, ...]]] = [
+            (
+                m,
+                (
+                    m.running_mean.clone(),
+                    m.running_var.clone(),
+                    m.num_batches_tracked.clone(),
+                ),
+            )
+            for m in self.segmentor.modules()
+            if isinstance(m, _BatchNorm)
+            and m.training
+            and m.track_running_stats
+        ]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for m, (mean, var, count) in saved:
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
+
+    # -- inference: the wrapped segmentor ----------------------------------
+    def predict(
+        self, inputs: Tensor, data_samples: OptSampleList = None
+    ) -> SampleList:
+        return self.segmentor.predict(inputs, data_samples)
+
+    def _forward(
+        self, inputs: Tensor, data_samples: OptSampleList = None
+    ) -> Tensor:
+        return self.segmentor._forward(inputs, data_samples)
+
+    def encode_decode(
+        self, inputs: Tensor, batch_img_metas: List[dict]
+    ) -> Tensor:
+        return self.segmentor.encode_decode(inputs, batch_img_metas)
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        return self.segmentor.extract_feat(inputs)
+
+    # -- what mmseg tools read from a segmentor ----------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.segmentor.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        return self.segmentor.out_channels
+
+    @property
+    def align_corners(self) -> bool:
+        return self.segmentor.align_corners
+
+    @property
+    def decode_head(self):
+        return self.segmentor.decode_head
+
+    @property
+    def with_auxiliary_head(self) -> bool:
+        return self.segmentor.with_auxiliary_head
+
+    @property
+    def with_neck(self) -> bool:
+        return self.segmentor.with_neck
+
+    @property
+    def ignore_index(self):
+        """The ignore index of the decode head (the last of a cascade)."""
+        head = self.segmentor.decode_head
+        if isinstance(head, torch.nn.ModuleList):
+            head = head[-1]
+        return getattr(head, 'ignore_index', 255)
+
+    # -- checkpoints -------------------------------------------------------
+    def _map_bare_checkpoint(self, state_dict, prefix, *args) -> None:
+        """Accepts a checkpoint of the bare segmentor (``load_from`` a clean
+        model to fine-tune it): its keys move under ``segmentor.``."""
+        seg_prefix = prefix + 'segmentor.'
+        if any(k.startswith(seg_prefix) for k in state_dict):
+            return
+        own = set(self.segmentor.state_dict())
+        for key in list(state_dict):
+            if key.startswith(prefix) and key[len(prefix) :] in own:
+                state_dict[seg_prefix + key[len(prefix) :]] = state_dict.pop(
+                    key
+                )
+
+
+def _to_chw_tensor(img) -> Tensor:
+    """An HxW(xC) array as a CxHxW tensor, as ``PackSegInputs`` packs
+    ``img``; a tensor is taken as already packed."""
+    if isinstance(img, Tensor):
+        return img
+    img = np.asarray(img)
+    if img.ndim < 3:
+        img = img[..., None]
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
