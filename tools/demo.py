@@ -53,10 +53,6 @@ def parse_args() -> argparse.Namespace:
         help='a trained base checkpoint: skips training the base',
     )
     parser.add_argument(
-        '--base-checkpoint',
-        help='a trained base checkpoint: skips training the base',
-    )
-    parser.add_argument(
         '--retrain-base',
         action='store_true',
         help='train the base even if work-dir holds one',

@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
+from mmseg_gearnn.utils import set_data_root
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +47,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)'
+    )
+    parser.add_argument(
+        '--data-root',
+        help='dataset folder for every dataloader of the config '
+        '(e.g. ../shared/data/camvid)',
     )
     parser.add_argument(
         '--cfg-options',
@@ -106,6 +112,8 @@ def main() -> None:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:

@@ -4,8 +4,10 @@ from .checkpoint import (
     load_checkpoint_safely,
     register_safe_globals,
 )
+from .config import set_data_root
 
 __all__ = [
+    'set_data_root',
     'MMENGINE_SAFE_GLOBALS',
     'UnsafeCheckpointError',
     'load_checkpoint_safely',

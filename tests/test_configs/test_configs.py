@@ -53,3 +53,29 @@ def test_custom_imports_only_in_runtime_base():
         if 'custom_imports' in p.read_text()
     ]
     assert defining == ['_base_/gearnn_runtime.py']
+
+
+def test_set_data_root_reaches_every_dataloader():
+    from mmseg_gearnn.utils import set_data_root
+
+    cfg = Config.fromfile(
+        str(
+            CONFIG_DIR
+            / 'gearnn'
+            / 'gearnn_deeplabv3plus_r18-tiny_1xb8-1k_camvid-240x320.py'
+        )
+    )
+    assert set_data_root(cfg, '/elsewhere/camvid') == 3
+    assert cfg.train_dataloader.dataset.data_root == '/elsewhere/camvid'
+    assert cfg.val_dataloader.dataset.data_root == '/elsewhere/camvid'
+    # The sweep wraps the val dataset.
+    assert cfg.test_dataloader.dataset.dataset.data_root == '/elsewhere/camvid'
+    procedural = Config.fromfile(
+        str(
+            CONFIG_DIR
+            / 'gearnn'
+            / 'deeplabv3plus_r18-tiny_1xb8-1k_procedural-96x128.py'
+        )
+    )
+    with pytest.raises(ValueError, match='no dataloader of this config'):
+        set_data_root(procedural, '/x')
