@@ -218,13 +218,22 @@ def test_positive_and_gradient_reaches_the_segmentor():
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def flat(grads, params):
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).flatten()
+            for g, p in zip(grads, params)
+        ]
+    )
+
+
 def test_clean_prediction_is_a_detached_target():
     """The stability gradient equals the one through p(x') alone."""
     model = build(alpha=2.0).eval()  # eval: no batch-statistic noise
     data = prepared(model, make_batch())
     term = model(**data, mode='loss')['loss_stability']
     params = [p for p in model.segmentor.parameters() if p.requires_grad]
-    got = torch.autograd.grad(term, params, allow_unused=True)
+    got = flat(torch.autograd.grad(term, params, allow_unused=True), params)
 
     seg = model.segmentor
     distorted = model.distorted_inputs(data['inputs'], data['data_samples'])
@@ -240,12 +249,10 @@ def test_clean_prediction_is_a_detached_target():
 
     ref = 2.0 * pixel_kl(up(target), up(logits), labels != 255)
     torch.testing.assert_close(term, ref)
-    want = torch.autograd.grad(ref, params, allow_unused=True)
-    for g, w in zip(got, want):
-        if w is None:
-            assert g is None or g.abs().sum() == 0
-        else:
-            torch.testing.assert_close(g, w)
+    want = flat(torch.autograd.grad(ref, params, allow_unused=True), params)
+    # Without the detach the gradient differs by ~80% of its norm.
+    assert want.norm() > 0
+    assert (got - want).norm() <= 1e-4 * want.norm()
 
 
 def test_all_ignored_labels_give_a_finite_zero():

@@ -93,7 +93,8 @@ class StabilitySegmentor(BaseSegmentor):
     Args:
         segmentor (dict): config of the wrapped mmseg segmentor.
         alpha (float): weight of the stability term (>= 0). 1.0 weighs a
-            pixel's KL like its cross-entropy; the paper tunes it per task.
+            pixel's KL like its cross-entropy; a hyperparameter to tune,
+            not a tuned value.
         data_preprocessor (dict, optional): defaults to the segmentor's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -147,9 +148,7 @@ class StabilitySegmentor(BaseSegmentor):
             valid = torch.ones_like(labels, dtype=torch.bool)
         else:
             valid = labels != ignore_index
-        losses['loss_stability'] = self.alpha * pixel_kl(
-            target, logits, valid
-        )
+        losses['loss_stability'] = self.alpha * pixel_kl(target, logits, valid)
         return losses
 
     def distorted_inputs(
@@ -163,12 +162,14 @@ class StabilitySegmentor(BaseSegmentor):
             if img is None:
                 raise KeyError(
                     f'data sample {i} carries no distorted copy: put '
-                    "PairedDistortion in the training pipeline and add "
+                    'PairedDistortion in the training pipeline and add '
                     f"'{DISTORTED_IMG}' to PackSegInputs' meta_keys"
                 )
             copies.append(_to_chw_tensor(img))
         data = self.data_preprocessor(
-            dict(inputs=copies, data_samples=[SegDataSample() for _ in copies]),
+            dict(
+                inputs=copies, data_samples=[SegDataSample() for _ in copies]
+            ),
             True,
         )
         distorted = data['inputs']
