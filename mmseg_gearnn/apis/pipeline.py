@@ -15,6 +15,7 @@ from typing import Dict, Optional
 
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from ..evaluation import markdown_table, plot_miou_vs_level
@@ -115,6 +116,7 @@ def run_gearnn(
     """
     from ..selection import run_selection_from_config
 
+    init_default_scope('mmseg')
     start = time.time()
     timings: Dict[str, float] = {}
 

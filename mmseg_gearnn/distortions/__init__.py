@@ -9,7 +9,12 @@ from .functional import (
     resolution,
 )
 from .space import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
-from .transforms import FixedDistortion, RandomDistortion, RequestedDistortion
+from .transforms import (
+    FixedDistortion,
+    PairedDistortion,
+    RandomDistortion,
+    RequestedDistortion,
+)
 
 __all__ = [
     'brightness',
@@ -25,6 +30,7 @@ __all__ = [
     'DistortionSpace',
     'build_space',
     'FixedDistortion',
+    'PairedDistortion',
     'RandomDistortion',
     'RequestedDistortion',
 ]

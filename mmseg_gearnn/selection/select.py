@@ -13,14 +13,20 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
 
 from ..distortions import DistortionSpace, build_space
 from .base_weights import file_fingerprint, load_base_checkpoint
-from .candidates import TensorInfo, list_candidates, model_total_bytes
+from .candidates import (
+    BN_BUFFER,
+    BN_STAT_NAMES,
+    TensorInfo,
+    list_candidates,
+    model_total_bytes,
+)
 from .data import BatchSource, DataloaderBatchSource, parse_levels
 from .knapsack import (
     DEFAULT_MAX_UNITS,
@@ -166,6 +172,50 @@ class SelectionOutcome:
     budget_respected: bool
 
 
+#: Bytes of a BN layer's ``num_batches_tracked`` counter (int64), which an
+#: adaptor holding the layer's statistics carries too.
+BN_COUNTER_BYTES = 8
+
+
+def knapsack_items(infos: Sequence[TensorInfo]) -> List[Tuple[List[int], int]]:
+    """The knapsack's items: (indices into ``infos``, bytes).
+
+    A BN layer's ``running_mean`` and ``running_var`` form one item with
+    its ``num_batches_tracked`` counter: a gear that adapts the layer's
+    statistics runs it in train mode, which updates all three, so they are
+    chosen, and paid for, together. Every other tensor is its own item.
+    """
+    position = {t.name: i for i, t in enumerate(infos)}
+    items, grouped = [], set()
+    for i, t in enumerate(infos):
+        if i in grouped:
+            continue
+        prefix, _, leaf = t.name.rpartition('.')
+        if t.kind == BN_BUFFER and leaf in BN_STAT_NAMES:
+            idx = [
+                position[f'{prefix}.{stat}' if prefix else stat]
+                for stat in BN_STAT_NAMES
+                if (f'{prefix}.{stat}' if prefix else stat) in position
+            ]
+            grouped.update(idx)
+            size = sum(infos[j].bytes for j in idx) + BN_COUNTER_BYTES
+            items.append((idx, size))
+        else:
+            items.append(([i], t.bytes))
+    return items
+
+
+def _to_tensors(result: KnapsackResult, items) -> KnapsackResult:
+    indices = sorted(j for i in result.indices for j in items[i][0])
+    return KnapsackResult(
+        indices=indices,
+        total_value=result.total_value,
+        total_size=result.total_size,
+        capacity=result.capacity,
+        granularity=result.granularity,
+    )
+
+
 def select_tensors(
     infos: Sequence[TensorInfo],
     scores: Dict[str, float],
@@ -198,14 +248,16 @@ def select_tensors(
         ValueError: if no candidate fits the (quantised) budget.
     """
     infos = list(infos)
-    sizes = [t.bytes for t in infos]
-    values = [scores[t.name] for t in infos]
+    items = knapsack_items(infos)
+    sizes = [size for _, size in items]
+    values = [sum(scores[infos[i].name] for i in idx) for idx, _ in items]
     if granularity is None:
         granularity = default_granularity(budget_bytes, DEFAULT_MAX_UNITS)
     if not full_set:
         check_quantised_fit(infos, budget_bytes, granularity)
-    dp = knapsack(sizes, values, budget_bytes, granularity)
-    gr = greedy(sizes, values, budget_bytes)
+    # Solved over items, reported over tensors.
+    dp = _to_tensors(knapsack(sizes, values, budget_bytes, granularity), items)
+    gr = _to_tensors(greedy(sizes, values, budget_bytes), items)
     if full_set:
         chosen = [t.name for t in infos if scores[t.name] > 0]
         solver = 'full_set'
@@ -241,6 +293,14 @@ def build_record(
     """The selection file's content (see :data:`FORMAT_VERSION`)."""
     chosen = set(outcome.selected)
     used = sum(t.bytes for t in infos if t.name in chosen)
+    # Each BN layer whose statistics are chosen also carries its counter.
+    used += BN_COUNTER_BYTES * len(
+        {
+            t.name.rpartition('.')[0]
+            for t in infos
+            if t.name in chosen and t.kind == BN_BUFFER
+        }
+    )
     names = [t.name for t in infos]
 
     def names_of(result: KnapsackResult) -> List[str]:

@@ -407,3 +407,27 @@ def test_mismatching_base_checkpoint_is_refused():
     state.pop('backbone.stem.0.weight')
     with pytest.raises(RuntimeError, match='does not match this'):
         model.load_state_dict(state, strict=False)
+
+
+def test_inference_switching_never_leaks_into_the_base():
+    model = build()
+    train_steps(model, make_batch([1, 2, 3], seed=1), steps=2)
+    base = copy.deepcopy(model.segmentor.state_dict())
+    model.eval()
+    batch = make_batch([2, 1, 3])
+    model.test_step(copy.deepcopy(batch))
+    assert model._active_gear != 0  # a gear is switched in
+    # What anyone reads of the model is still the base.
+    state = model.state_dict()
+    for key, value in base.items():
+        assert torch.equal(state[f'segmentor.{key}'], value), key
+    model.test_step(copy.deepcopy(batch))
+    model.train()
+    for key, value in model.segmentor.state_dict().items():
+        assert torch.equal(value, base[key]), key
+    # Switching is exact: same predictions as a fresh copy run per gear.
+    model.eval()
+    first = [s.seg_logits.data for s in model.test_step(copy.deepcopy(batch))]
+    again = [s.seg_logits.data for s in model.test_step(copy.deepcopy(batch))]
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)

@@ -118,3 +118,27 @@ def test_knapsack_rejects_bad_input():
         knapsack([1], [float('nan')], 5)
     with pytest.raises(ValueError, match='granularity'):
         knapsack([1], [1.0], 5, granularity=0)
+
+
+def test_bn_statistics_are_one_item():
+    from mmseg_gearnn.selection.candidates import TensorInfo
+    from mmseg_gearnn.selection.select import knapsack_items, select_tensors
+
+    infos = [
+        TensorInfo('conv.weight', 100, 400, 'param', False),
+        TensorInfo('bn.weight', 4, 16, 'param', True),
+        TensorInfo('bn.running_mean', 4, 16, 'bn_buffer', True),
+        TensorInfo('bn.running_var', 4, 16, 'bn_buffer', True),
+    ]
+    items = knapsack_items(infos)
+    assert items == [([0], 400), ([1], 16), ([2, 3], 40)]
+    # The mean alone would fit 20 bytes, but never comes without the var.
+    scores = {
+        'conv.weight': 0.1,
+        'bn.weight': 0.2,
+        'bn.running_mean': 1.0,
+        'bn.running_var': 0.0,
+    }
+    assert select_tensors(infos, scores, 36).selected == ['bn.weight']
+    both = select_tensors(infos, scores, 40).selected
+    assert both == ['bn.running_mean', 'bn.running_var']

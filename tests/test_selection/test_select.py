@@ -53,9 +53,13 @@ def test_selection_record_and_round_trip(tiny_model, space, source, tmp_path):
     assert record['model_total_bytes'] == total
     assert budget['asked_fraction'] == 0.05
     assert budget['asked_bytes'] == int(0.05 * total)
+    # A BN layer's statistics come as a pair, with their 8-byte counter.
+    stats = [n for n in record['selected'] if infos[n].kind == 'bn_buffer']
+    layers = {n.rpartition('.')[0] for n in stats}
+    assert len(stats) == 2 * len(layers)
     assert budget['used_bytes'] == sum(
         infos[n].bytes for n in record['selected']
-    )
+    ) + 8 * len(layers)
     assert 0 < budget['used_bytes'] <= budget['asked_bytes']
     assert budget['used_fraction'] == budget['used_bytes'] / total
     assert budget['respected'] is True

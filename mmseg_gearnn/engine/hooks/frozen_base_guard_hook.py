@@ -73,6 +73,8 @@ class FrozenBaseGuardHook(Hook):
         if self._digests is None:
             return
         model, base = self._base(runner)
+        # Inference (a validation run) may have switched a gear in place.
+        model.restore_base()
         model.check_base_frozen()
         changed = [
             n

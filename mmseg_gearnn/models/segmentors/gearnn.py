@@ -90,6 +90,8 @@ class GearNNSegmentor(BaseSegmentor):
         self.gear_bank = GearBank(self.segmentor, names, self.space.num_gears)
         self.gear_bank.check_gear(default_gear)
         self.default_gear = default_gear
+        self._active_gear = CLEAN_GEAR
+        self._base_adaptor: Optional[Dict[str, Tensor]] = None
         self._adapted_bn = set(adapted_bn_layers(self.segmentor, names))
         for p in self.segmentor.parameters():
             p.requires_grad_(False)
@@ -159,10 +161,12 @@ class GearNNSegmentor(BaseSegmentor):
 
     def save_gears(self, path: str) -> None:
         """Writes the adaptors of every gear (no base tensors)."""
+        self.restore_base()
         self.gear_bank.save(path, self.segmentor, meta=self._gears_meta())
 
     def load_gears(self, path: str) -> None:
         """Loads a gears file made for this base, selection and gear table."""
+        self.restore_base()
         self.gear_bank.load(
             path, self.segmentor, expected_meta=self._gears_meta()
         )
@@ -211,7 +215,18 @@ class GearNNSegmentor(BaseSegmentor):
         return dict(groups)
 
     def _call(self, gear: int, method: str, *args):
-        """Runs ``segmentor.<method>(*args)`` with the gear's tensors."""
+        """Runs ``segmentor.<method>(*args)`` with the gear's tensors.
+
+        Training swaps the gear's tensors in for the call only
+        (``functional_call``), so gradients reach the gear and the base is
+        never written. Inference copies the gear's tensors into the model
+        when the gear changes (the paper's switch: a copy of the adaptor),
+        which costs nothing while consecutive inputs share a gear.
+        """
+        if not self.training:
+            self.switch_gear(gear)
+            return getattr(self.segmentor, method)(*args)
+        self.restore_base()
         tensors = self.gear_bank.tensors(gear)
         if not tensors:
             return getattr(self.segmentor, method)(*args)
@@ -222,6 +237,40 @@ class GearNNSegmentor(BaseSegmentor):
             args=args,
             tie_weights=False,
         )
+
+    @torch.no_grad()
+    def switch_gear(self, gear: int) -> None:
+        """Makes the model compute with ``gear`` (in place, for inference).
+
+        The base's own adaptor tensors are kept aside while another gear is
+        active and put back by :meth:`restore_base`.
+        """
+        self.gear_bank.check_gear(gear)
+        if gear == self._active_gear:
+            return
+        live = self._live_tensors()
+        if self._active_gear == CLEAN_GEAR:
+            self._base_adaptor = {
+                n: live[n].detach().clone() for n in self.gear_bank.names
+            }
+        source = (
+            self._base_adaptor
+            if gear == CLEAN_GEAR
+            else self.gear_bank.tensors(gear)
+        )
+        for n, t in source.items():
+            live[n].data.copy_(t)
+        self._active_gear = gear
+        if gear == CLEAN_GEAR:
+            self._base_adaptor = None
+
+    def restore_base(self) -> None:
+        """Puts the base's tensors back after in-place gear switching."""
+        if self._active_gear != CLEAN_GEAR:
+            self.switch_gear(CLEAN_GEAR)
+
+    def _live_tensors(self) -> Dict[str, Tensor]:
+        return self.segmentor.state_dict(keep_vars=True)
 
     def _split(self, inputs: Tensor, data_samples: OptSampleList):
         groups = self._group(inputs.shape[0], data_samples)
@@ -355,13 +404,24 @@ class GearNNSegmentor(BaseSegmentor):
 
     def init_weights(self) -> None:
         """Initialises the base, then starts every gear from it."""
+        self.restore_base()
         super().init_weights()
         self.gear_bank.reset_from(self.segmentor)
+
+    def state_dict(self, *args, **kwargs):
+        # The base as it is, never a gear switched in for inference.
+        self.restore_base()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.restore_base()
+        return super().load_state_dict(*args, **kwargs)
 
     # -- training mode: the base stays frozen ------------------------------
     def train(self, mode: bool = True):
         super().train(mode)
         if mode:
+            self.restore_base()
             for name, module in self.segmentor.named_modules():
                 if isinstance(module, _BatchNorm):
                     module.train(name in self._adapted_bn)
