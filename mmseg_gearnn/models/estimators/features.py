@@ -72,6 +72,14 @@ FEATURE_NAMES: Tuple[str, ...] = (
     'blockiness_max_phase',
     'chroma_blockiness',
     'frac_flat_blocks',
+    'log_dct_band1',
+    'log_dct_band2',
+    'log_dct_band3',
+    'log_dct_band4',
+    'dct_zero_band1',
+    'dct_zero_band2',
+    'dct_zero_band3',
+    'dct_zero_band4',
 )
 
 NUM_FEATURES = len(FEATURE_NAMES)
@@ -83,6 +91,24 @@ _IMMERKAER_SCALE = float(np.sqrt(np.pi / 2) / 6)
 _EPS = 1e-3
 _LEVELS = np.arange(256, dtype=np.float64)
 _LEVELS_SQ = _LEVELS**2
+
+
+def _dct_matrix(n: int = 8) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    m[0] /= np.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+# The orthonormal 8x8 DCT-II (JPEG's transform) and its frequency bands by
+# u + v: 1-2 (lowest AC), 3-5, 6-8, 9-14 (highest), as flat index lists.
+_DCT8 = _dct_matrix()
+_UV = np.add.outer(np.arange(8), np.arange(8)).ravel()
+_DCT_BANDS = [
+    np.flatnonzero((_UV >= lo) & (_UV <= hi))
+    for lo, hi in ((1, 2), (3, 5), (6, 8), (9, 14))
+]
 
 
 def check_image(img, name: str = 'image') -> None:
@@ -274,6 +300,14 @@ def image_features(img: np.ndarray, max_side: int = 0) -> np.ndarray:
     block_mean = cv2.resize(yc, (bw, bh), interpolation=cv2.INTER_AREA)
     block_sq = cv2.resize(yc * yc, (bw, bh), interpolation=cv2.INTER_AREA)
     feats.append(float(np.mean(block_sq - block_mean * block_mean < 1.0)))
+    # The blocks' DCT: JPEG quantises each frequency with a step that grows
+    # as the quality drops, and the high bands go to zero first.
+    blocks8 = yc.reshape(bh, 8, bw, 8).transpose(0, 2, 1, 3)
+    coef = np.abs(_DCT8 @ blocks8 @ _DCT8.T).reshape(-1, 64)
+    for band in _DCT_BANDS:
+        feats.append(_log(float(coef[:, band].mean())) - _log(std))
+    for band in _DCT_BANDS:
+        feats.append(float(np.mean(coef[:, band] < 1.0)))
 
     out = np.asarray(feats, dtype=np.float32)
     if out.shape != (NUM_FEATURES,):  # a definition and its name drifted

@@ -270,7 +270,14 @@ class GearNNSegmentor(BaseSegmentor):
             self.switch_gear(CLEAN_GEAR)
 
     def _live_tensors(self) -> Dict[str, Tensor]:
-        return self.segmentor.state_dict(keep_vars=True)
+        # Only the adaptor's tensors: a full state_dict() would cost more
+        # than the copy itself.
+        live = {}
+        for name in self.gear_bank.names:
+            module_name, _, leaf = name.rpartition('.')
+            module = self.segmentor.get_submodule(module_name)
+            live[name] = getattr(module, leaf)
+        return live
 
     def _split(self, inputs: Tensor, data_samples: OptSampleList):
         groups = self._group(inputs.shape[0], data_samples)
