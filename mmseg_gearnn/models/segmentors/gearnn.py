@@ -26,6 +26,8 @@ from ..gear_bank import (
     expand_bn_stats,
 )
 
+ROUTING_POLICIES = ('metadata', 'estimate', 'checked')
+
 
 @MODELS.register_module()
 class GearNNSegmentor(BaseSegmentor):
@@ -60,6 +62,10 @@ class GearNNSegmentor(BaseSegmentor):
         default_gear (int): gear of a sample without distortion metadata.
         gears_file (str, optional): a compact gears file to load after the
             base (see :meth:`save_gears`).
+        estimator (str, optional): a distortion estimator file
+            (``tools/train_estimator.py``) for inputs without metadata.
+        routing (str): ``'metadata'``, ``'estimate'`` or ``'checked'`` (see
+            :meth:`route`).
         data_preprocessor (dict, optional): defaults to the segmentor's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -71,6 +77,8 @@ class GearNNSegmentor(BaseSegmentor):
         adaptor: Union[str, Sequence[str]] = 'bn',
         default_gear: int = CLEAN_GEAR,
         gears_file: Optional[str] = None,
+        estimator: Optional[str] = None,
+        routing: str = 'metadata',
         data_preprocessor: OptConfigType = None,
         init_cfg: OptConfigType = None,
     ) -> None:
@@ -90,6 +98,24 @@ class GearNNSegmentor(BaseSegmentor):
         self.gear_bank = GearBank(self.segmentor, names, self.space.num_gears)
         self.gear_bank.check_gear(default_gear)
         self.default_gear = default_gear
+        if routing not in ROUTING_POLICIES:
+            raise ValueError(
+                f'routing must be one of {ROUTING_POLICIES}, got {routing!r}'
+            )
+        self.routing = routing
+        # Kept out of the module tree: its weights are not the model's and
+        # stay out of its checkpoints.
+        object.__setattr__(self, 'estimator', None)
+        if estimator is not None:
+            from ..estimators import DistortionEstimator
+
+            object.__setattr__(
+                self,
+                'estimator',
+                DistortionEstimator.load(estimator, space=self.space),
+            )
+        elif routing != 'metadata':
+            raise ValueError(f'routing={routing!r} needs estimator=PATH')
         self._active_gear = CLEAN_GEAR
         self._base_adaptor: Optional[Dict[str, Tensor]] = None
         self._adapted_bn = set(adapted_bn_layers(self.segmentor, names))
@@ -182,15 +208,15 @@ class GearNNSegmentor(BaseSegmentor):
         ]
 
     # -- routing -----------------------------------------------------------
-    def gear_of(self, data_sample) -> int:
-        """The gear of one sample, from its distortion metadata."""
+    def metadata_gear(self, data_sample) -> Optional[int]:
+        """The gear from a sample's distortion metadata (None without)."""
         distortion = (
             data_sample.metainfo.get('distortion')
             if data_sample is not None
             else None
         )
         if not distortion:
-            return self.default_gear
+            return None
         gear = distortion.get('gear')
         if distortion.get('type') is not None:
             from_table = self.space.gear_id(
@@ -205,13 +231,90 @@ class GearNNSegmentor(BaseSegmentor):
         self.gear_bank.check_gear(gear)
         return gear
 
+    def gear_of(self, data_sample) -> int:
+        """The gear of one sample from its metadata, else the default."""
+        gear = self.metadata_gear(data_sample)
+        return self.default_gear if gear is None else gear
+
+    def estimate_gears(self, inputs: Tensor, data_samples: OptSampleList):
+        """The estimator's gear for each (preprocessed) input image."""
+        if self.estimator is None:
+            raise ValueError(
+                f'routing={self.routing!r} needs a distortion estimator: '
+                'give estimator=PATH (tools/train_estimator.py makes one)'
+            )
+        preprocessor = self.data_preprocessor
+        images = inputs.detach()
+        if hasattr(preprocessor, 'std') and getattr(
+            preprocessor, '_enable_normalize', False
+        ):
+            images = images * preprocessor.std + preprocessor.mean
+        crops = []
+        for i, image in enumerate(images):
+            meta = data_samples[i].metainfo if data_samples else {}
+            h, w = meta.get('img_shape', image.shape[-2:])[:2]
+            crops.append(image[:, :h, :w].clamp(0, 255))
+        order = (
+            'rgb'
+            if getattr(preprocessor, '_channel_conversion', False)
+            else 'bgr'
+        )
+        return self.estimator.predict_gears(crops, order).tolist()
+
+    def route(self, inputs: Tensor, data_samples: OptSampleList) -> List[int]:
+        """The gear of every sample under the routing policy.
+
+        - ``'metadata'``: the distortion metadata; the estimate where a
+          sample has none (when an estimator is set), else
+          ``default_gear``;
+        - ``'estimate'``: always the estimate;
+        - ``'checked'``: the metadata unless the estimate names another
+          distortion type (wrong or stale metadata), then the estimate.
+
+        Each sample's metainfo gets ``gear_routed`` and ``gear_source``.
+        """
+        size = inputs.shape[0]
+        meta = [
+            self.metadata_gear(data_samples[i] if data_samples else None)
+            for i in range(size)
+        ]
+        need_estimate = self.routing in ('estimate', 'checked') or (
+            self.estimator is not None and any(g is None for g in meta)
+        )
+        estimates = (
+            self.estimate_gears(inputs, data_samples)
+            if need_estimate
+            else [None] * size
+        )
+        gears = []
+        for i, (from_meta, estimate) in enumerate(zip(meta, estimates)):
+            source = 'metadata'
+            gear = from_meta
+            if self.routing == 'estimate' or (
+                from_meta is None and estimate is not None
+            ):
+                gear, source = estimate, 'estimate'
+            elif self.routing == 'checked' and from_meta is not None:
+                if (
+                    self.space.level_of(estimate)[0]
+                    != self.space.level_of(from_meta)[0]
+                ):
+                    gear, source = estimate, 'estimate (metadata rejected)'
+            if gear is None:
+                gear, source = self.default_gear, 'default'
+            gears.append(gear)
+            if data_samples:
+                data_samples[i].set_metainfo(
+                    dict(gear_routed=gear, gear_source=source)
+                )
+        return gears
+
     def _group(
-        self, batch_size: int, data_samples: OptSampleList
+        self, inputs: Tensor, data_samples: OptSampleList
     ) -> Dict[int, List[int]]:
         groups: Dict[int, List[int]] = defaultdict(list)
-        for i in range(batch_size):
-            sample = data_samples[i] if data_samples is not None else None
-            groups[self.gear_of(sample)].append(i)
+        for i, gear in enumerate(self.route(inputs, data_samples)):
+            groups[gear].append(i)
         return dict(groups)
 
     def _call(self, gear: int, method: str, *args):
@@ -280,7 +383,7 @@ class GearNNSegmentor(BaseSegmentor):
         return live
 
     def _split(self, inputs: Tensor, data_samples: OptSampleList):
-        groups = self._group(inputs.shape[0], data_samples)
+        groups = self._group(inputs, data_samples)
         for gear, idx in groups.items():
             sub_samples = (
                 None
