@@ -1,8 +1,10 @@
 from . import backbones  # noqa: F401
+from .estimators import DistortionEstimator
 from .gear_bank import GearBank, adaptor_candidates, bn_names
 from .segmentors import GearNNSegmentor, StabilitySegmentor
 
 __all__ = [
+    'DistortionEstimator',
     'GearBank',
     'GearNNSegmentor',
     'StabilitySegmentor',

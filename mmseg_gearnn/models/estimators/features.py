@@ -8,7 +8,10 @@ Each statistic targets one kernel of :mod:`mmseg_gearnn.distortions`:
 - **JPEG**: blockiness, the mean absolute difference across the 8-pixel
   block boundaries over that inside blocks, horizontally and vertically,
   on luminance; the same on a chroma difference at the 16-pixel grid of
-  4:2:0 subsampling; the share of nearly flat 8x8 blocks.
+  4:2:0 subsampling; the share of nearly flat 8x8 blocks; the mean
+  magnitude and the share of (near) zero coefficients of the blocks' 8x8
+  DCT in four frequency bands (quantisation zeroes the high bands first,
+  and more of them as the quality drops).
 - **Gaussian noise**: Immerkaer's fast noise estimate (the mean absolute
   response of a Laplacian-difference mask, zero on any linear ramp), over
   the whole image and its low percentiles over 8x8 blocks (flat regions
@@ -21,7 +24,9 @@ Each statistic targets one kernel of :mod:`mmseg_gearnn.distortions`:
 Everything is computed with OpenCV and numpy on the uint8 BGR image as it
 arrives (no resizing: the statistics are per pixel, so an image is
 compared at its own scale). Large images are analysed on a bounded number
-of pixels: see :func:`image_features`'s ``max_side``.
+of pixels: see :func:`image_features`'s ``max_side``. On a 2-core CPU
+one 96x128 image takes about 0.5 ms, one 360x480 frame about 1.3 ms with
+``max_side=256`` (2.7 ms whole).
 """
 
 from typing import List, Sequence, Tuple
@@ -102,13 +107,15 @@ def _dct_matrix(n: int = 8) -> np.ndarray:
 
 
 # The orthonormal 8x8 DCT-II (JPEG's transform) and its frequency bands by
-# u + v: 1-2 (lowest AC), 3-5, 6-8, 9-14 (highest), as flat index lists.
+# u + v: 1-2 (lowest AC), 3-5, 6-8, 9-14 (highest), as averaging rows.
 _DCT8 = _dct_matrix()
 _UV = np.add.outer(np.arange(8), np.arange(8)).ravel()
-_DCT_BANDS = [
-    np.flatnonzero((_UV >= lo) & (_UV <= hi))
-    for lo, hi in ((1, 2), (3, 5), (6, 8), (9, 14))
-]
+_DCT_BANDS = np.stack(
+    [
+        ((_UV >= lo) & (_UV <= hi)) / np.sum((_UV >= lo) & (_UV <= hi))
+        for lo, hi in ((1, 2), (3, 5), (6, 8), (9, 14))
+    ]
+)  # (4, 64): each row averages one band
 
 
 def check_image(img, name: str = 'image') -> None:
@@ -183,7 +190,8 @@ def _phase_sums(diff: np.ndarray, period: int) -> np.ndarray:
 def _blockiness(phases: np.ndarray) -> float:
     """Log ratio of the last phase (across a block boundary) to the mean
     of the others."""
-    return _log(float(phases[-1])) - _log(float(phases[:-1].mean()))
+    rest = (float(phases.sum()) - float(phases[-1])) / (phases.size - 1)
+    return _log(float(phases[-1])) - _log(rest)
 
 
 def _abs_diff_sums(a: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -198,16 +206,20 @@ def _abs_diff_sums(a: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _crop(img: np.ndarray, max_side: int) -> np.ndarray:
-    """A centre crop of at most ``max_side`` per side, its origin on the
-    16-pixel grid so that JPEG blocks (8) and chroma blocks (16) stay
-    aligned."""
-    h, w = img.shape[:2]
-    if h <= max_side and w <= max_side:
-        return img
+def crop_box(h: int, w: int, max_side: int) -> Tuple[int, int, int, int]:
+    """(top, left, height, width) of the centre crop of at most
+    ``max_side`` per side (0: the whole image) that the features use; its
+    origin lies on the 16-pixel grid so that JPEG blocks (8) and chroma
+    blocks (16) stay aligned."""
+    if not max_side or (h <= max_side and w <= max_side):
+        return 0, 0, h, w
     ch, cw = min(h, max_side), min(w, max_side)
-    top = ((h - ch) // 2) // 16 * 16
-    left = ((w - cw) // 2) // 16 * 16
+    return ((h - ch) // 2) // 16 * 16, ((w - cw) // 2) // 16 * 16, ch, cw
+
+
+def crop(img: np.ndarray, max_side: int) -> np.ndarray:
+    """The :func:`crop_box` view of an (H, W, ...) image."""
+    top, left, ch, cw = crop_box(img.shape[0], img.shape[1], max_side)
     return img[top : top + ch, left : left + cw]
 
 
@@ -224,8 +236,7 @@ def image_features(img: np.ndarray, max_side: int = 0) -> np.ndarray:
         np.ndarray: float32 vector of length :data:`NUM_FEATURES`.
     """
     check_image(img)
-    if max_side:
-        img = _crop(img, max_side)
+    img = crop(img, max_side)
     h, w = img.shape[:2]
     y8 = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     y = y8.astype(np.float32)
@@ -287,11 +298,11 @@ def image_features(img: np.ndarray, max_side: int = 0) -> np.ndarray:
     # -- JPEG blocks (grid anchored at the image origin, as the codec's).
     ph, pv = _phase_sums(ysx, 8), _phase_sums(ysy, 8)
     phases = ph + pv
-    top = int(np.argmax(phases))
+    top = float(phases.max())
     feats += [
         _blockiness(ph),
         _blockiness(pv),
-        _log(float(phases[top])) - _log(float(np.delete(phases, top).mean())),
+        _log(top) - _log((float(phases.sum()) - top) / 7.0),
     ]
     csx, csy = _abs_diff_sums(c)
     feats.append(_blockiness(_phase_sums(csx, 16) + _phase_sums(csy, 16)))
@@ -302,12 +313,16 @@ def image_features(img: np.ndarray, max_side: int = 0) -> np.ndarray:
     feats.append(float(np.mean(block_sq - block_mean * block_mean < 1.0)))
     # The blocks' DCT: JPEG quantises each frequency with a step that grows
     # as the quality drops, and the high bands go to zero first.
-    blocks8 = yc.reshape(bh, 8, bw, 8).transpose(0, 2, 1, 3)
-    coef = np.abs(_DCT8 @ blocks8 @ _DCT8.T).reshape(-1, 64)
-    for band in _DCT_BANDS:
-        feats.append(_log(float(coef[:, band].mean())) - _log(std))
-    for band in _DCT_BANDS:
-        feats.append(float(np.mean(coef[:, band] < 1.0)))
+    # 2-D DCT of every block as two batched products (along rows, then
+    # along columns); ``coef`` is laid out (block row, u, block column, v).
+    rows = np.matmul(_DCT8, yc.reshape(bh, 8, bw * 8))
+    coef = np.abs(rows.reshape(bh * 8, bw, 8) @ _DCT8.T)
+    coef = coef.reshape(bh, 8, bw, 8)
+    n_blocks = float(bh * bw)
+    mean_uv = coef.sum(axis=0).sum(axis=1).ravel() / n_blocks
+    zero_uv = (coef < 1.0).sum(axis=0).sum(axis=1).ravel() / n_blocks
+    feats += (np.log(_DCT_BANDS @ mean_uv + _EPS) - _log(std)).tolist()
+    feats += (_DCT_BANDS @ zero_uv).tolist()
 
     out = np.asarray(feats, dtype=np.float32)
     if out.shape != (NUM_FEATURES,):  # a definition and its name drifted

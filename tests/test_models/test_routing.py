@@ -1,0 +1,147 @@
+"""GearNNSegmentor routing: metadata, estimate, or metadata checked against
+the estimate of a DistortionEstimator."""
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.apis.estimator import train_estimator
+from mmseg_gearnn.datasets import ProceduralStreetDataset
+from mmseg_gearnn.distortions import build_space, distort
+
+SPACE = dict(distortions=dict(jpeg=[10], brightness=[0.2]))
+SIZE = (64, 80)
+BN = dict(type='BN', requires_grad=True)
+SEGMENTOR = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size=SIZE,
+    ),
+    backbone=dict(
+        type='ResNetV1c',
+        depth=18,
+        stem_channels=8,
+        base_channels=8,
+        num_stages=2,
+        strides=(1, 2),
+        dilations=(1, 1),
+        out_indices=(1,),
+        norm_cfg=BN,
+    ),
+    decode_head=dict(
+        type='FCNHead',
+        in_channels=16,
+        in_index=0,
+        channels=8,
+        num_convs=1,
+        concat_input=False,
+        num_classes=8,
+        norm_cfg=BN,
+        align_corners=False,
+        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
+    ),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'),
+)
+
+
+@pytest.fixture(scope='module')
+def estimator_file(tmp_path_factory):
+    train = ProceduralStreetDataset(num_samples=8, img_size=SIZE, seed=0)
+    estimator = train_estimator(SPACE, train, num_per_gear=8, seed=0)
+    path = tmp_path_factory.mktemp('estimator') / 'estimator.pth'
+    estimator.save(str(path))
+    return str(path)
+
+
+def build(**kwargs):
+    init_default_scope('mmseg')
+    return MODELS.build(
+        ConfigDict(
+            type='GearNNSegmentor',
+            segmentor=SEGMENTOR,
+            space=SPACE,
+            adaptor='bn',
+            **kwargs,
+        )
+    ).eval()
+
+
+def dark_frame():
+    """A held-out scene at brightness 0.2, with its (optional) metadata."""
+    clean = ProceduralStreetDataset(num_samples=1, img_size=SIZE, seed=7)[0][
+        'img'
+    ]
+    dark = distort(clean, 'brightness', 0.2)
+    return torch.from_numpy(np.ascontiguousarray(dark.transpose(2, 0, 1)))
+
+
+def route(model, metadata=None):
+    sample = SegDataSample(
+        metainfo=dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE)
+    )
+    if metadata is not None:
+        sample.set_metainfo(dict(distortion=metadata))
+    data = model.data_preprocessor(
+        dict(inputs=[dark_frame()], data_samples=[sample]), False
+    )
+    gears = model.route(data['inputs'], data['data_samples'])
+    return gears[0], data['data_samples'][0].metainfo['gear_source']
+
+
+def test_metadata_routing(estimator_file):
+    space = build_space(SPACE)
+    dark_gear = space.gear_id('brightness', 0.2)
+    jpeg_gear = space.gear_id('jpeg', 10)
+    jpeg_meta = dict(type='jpeg', level=10, gear=jpeg_gear)
+    # Metadata is trusted as it is under the default policy...
+    assert route(build(), jpeg_meta) == (jpeg_gear, 'metadata')
+    # ... no metadata and no estimator: the default gear.
+    assert route(build(default_gear=0)) == (0, 'default')
+    # ... no metadata, an estimator: its estimate.
+    with_estimator = build(estimator=estimator_file)
+    assert route(with_estimator) == (dark_gear, 'estimate')
+    assert route(with_estimator, jpeg_meta) == (jpeg_gear, 'metadata')
+
+
+def test_estimate_and_checked_routing(estimator_file):
+    space = build_space(SPACE)
+    dark_gear = space.gear_id('brightness', 0.2)
+    wrong = dict(type='jpeg', level=10, gear=space.gear_id('jpeg', 10))
+    right = dict(type='brightness', level=0.2, gear=dark_gear)
+    always = build(estimator=estimator_file, routing='estimate')
+    assert route(always, wrong) == (dark_gear, 'estimate')
+    checked = build(estimator=estimator_file, routing='checked')
+    # Contradicting metadata (another type) is overruled by the estimate.
+    assert route(checked, wrong) == (dark_gear, 'estimate (metadata rejected)')
+    assert route(checked, right) == (dark_gear, 'metadata')
+    assert route(checked) == (dark_gear, 'estimate')
+
+
+def test_routing_errors(estimator_file, tmp_path):
+    with pytest.raises(ValueError, match='routing must be one of'):
+        build(routing='guess')
+    with pytest.raises(ValueError, match="routing='checked' needs"):
+        build(routing='checked')
+    with pytest.raises(FileNotFoundError):
+        build(estimator=str(tmp_path / 'none.pth'))
+    other = train_estimator(
+        dict(distortions=dict(jpeg=[10])),
+        ProceduralStreetDataset(num_samples=2, img_size=SIZE, seed=0),
+        num_per_gear=2,
+        seed=0,
+    )
+    other.save(str(tmp_path / 'other.pth'))
+    with pytest.raises(ValueError):
+        build(estimator=str(tmp_path / 'other.pth'))
