@@ -137,7 +137,7 @@ def main():
                 ),
                 1,
             )
-        for _ in range(max(3, args.repeats // 5)):
+        for _ in range(max(3, args.repeats // 2)):
             bare_batch += timed(
                 lambda: bare.predict(batch, samples(args.batch, size)), 1
             )

@@ -117,7 +117,9 @@ class GearNNSegmentor(BaseSegmentor):
         elif routing != 'metadata':
             raise ValueError(f'routing={routing!r} needs estimator=PATH')
         self._active_gear = CLEAN_GEAR
-        self._base_adaptor: Optional[Dict[str, Tensor]] = None
+        self._base_adaptor: Optional[List[Tensor]] = None
+        # Tensor lists for switching, rebuilt after _apply (e.g. .to()).
+        self._switch_cache: Dict = {}
         self._adapted_bn = set(adapted_bn_layers(self.segmentor, names))
         for p in self.segmentor.parameters():
             p.requires_grad_(False)
@@ -351,21 +353,35 @@ class GearNNSegmentor(BaseSegmentor):
         self.gear_bank.check_gear(gear)
         if gear == self._active_gear:
             return
-        live = self._live_tensors()
+        names = self.gear_bank.names
+        live = self._switch_cache.get('live')
+        if live is None:
+            tensors = self._live_tensors()
+            live = self._switch_cache['live'] = [
+                tensors[n].data for n in names
+            ]
         if self._active_gear == CLEAN_GEAR:
-            self._base_adaptor = {
-                n: live[n].detach().clone() for n in self.gear_bank.names
-            }
-        source = (
-            self._base_adaptor
-            if gear == CLEAN_GEAR
-            else self.gear_bank.tensors(gear)
-        )
-        for n, t in source.items():
-            live[n].data.copy_(t)
+            self._base_adaptor = [t.clone() for t in live]
+        if gear == CLEAN_GEAR:
+            source = self._base_adaptor
+        else:
+            source = self._switch_cache.get(gear)
+            if source is None:
+                tensors = self.gear_bank.tensors(gear)
+                source = self._switch_cache[gear] = [
+                    tensors[n].data for n in names
+                ]
+        # One fused copy of the whole adaptor.
+        torch._foreach_copy_(live, source)
         self._active_gear = gear
         if gear == CLEAN_GEAR:
             self._base_adaptor = None
+
+    def _apply(self, fn, *args, **kwargs):
+        if hasattr(self, '_switch_cache'):  # not while __init__ builds
+            self.restore_base()
+            self._switch_cache = {}
+        return super()._apply(fn, *args, **kwargs)
 
     def restore_base(self) -> None:
         """Puts the base's tensors back after in-place gear switching."""
@@ -390,7 +406,13 @@ class GearNNSegmentor(BaseSegmentor):
                 if data_samples is None
                 else [data_samples[i] for i in idx]
             )
-            yield gear, idx, inputs[idx], sub_samples
+            # A contiguous run of samples is a view; only a scattered group
+            # is gathered into a copy.
+            if idx == list(range(idx[0], idx[-1] + 1)):
+                sub_inputs = inputs[idx[0] : idx[-1] + 1]
+            else:
+                sub_inputs = inputs[idx]
+            yield gear, idx, sub_inputs, sub_samples
 
     # -- BaseSegmentor API -------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
