@@ -1,7 +1,6 @@
 """GearNN: one shared base segmentor plus a small adaptor per distortion
 level (a gear), switched per input."""
 
-import copy
 import json
 import os
 from collections import defaultdict
@@ -9,8 +8,6 @@ from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.config import ConfigDict
-from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
 from torch import Tensor
@@ -25,12 +22,13 @@ from ..gear_bank import (
     bn_names,
     expand_bn_stats,
 )
+from .wrapper import SegmentorWrapper
 
 ROUTING_POLICIES = ('metadata', 'estimate', 'checked')
 
 
 @MODELS.register_module()
-class GearNNSegmentor(BaseSegmentor):
+class GearNNSegmentor(SegmentorWrapper):
     """Wraps any mmseg segmentor with per-gear adaptors.
 
     The base segmentor exists once; each distorted gear holds only its
@@ -82,16 +80,9 @@ class GearNNSegmentor(BaseSegmentor):
         data_preprocessor: OptConfigType = None,
         init_cfg: OptConfigType = None,
     ) -> None:
-        # ConfigDict, not dict: mmseg reads test_cfg.mode by attribute.
-        segmentor = ConfigDict(copy.deepcopy(segmentor))
-        if data_preprocessor is None:
-            data_preprocessor = segmentor.pop('data_preprocessor', None)
-        else:
-            segmentor.pop('data_preprocessor', None)
         super().__init__(
-            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+            segmentor, data_preprocessor=data_preprocessor, init_cfg=init_cfg
         )
-        self.segmentor = MODELS.build(segmentor)
         self.space = build_space(space)
         self.selection_meta: dict = {}
         names = expand_bn_stats(self.segmentor, self._resolve_adaptor(adaptor))
@@ -123,7 +114,6 @@ class GearNNSegmentor(BaseSegmentor):
         self._adapted_bn = set(adapted_bn_layers(self.segmentor, names))
         for p in self.segmentor.parameters():
             p.requires_grad_(False)
-        self._register_load_state_dict_pre_hook(self._map_base_checkpoint)
         self.register_load_state_dict_post_hook(self._check_loaded)
         if gears_file is not None:
             self.load_gears(gears_file)
@@ -509,31 +499,6 @@ class GearNNSegmentor(BaseSegmentor):
             for _ in range(inputs.shape[0])
         ]
 
-    # -- what mmseg tools read from a segmentor ----------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.segmentor.num_classes
-
-    @property
-    def out_channels(self) -> int:
-        return self.segmentor.out_channels
-
-    @property
-    def align_corners(self) -> bool:
-        return self.segmentor.align_corners
-
-    @property
-    def decode_head(self):
-        return self.segmentor.decode_head
-
-    @property
-    def with_auxiliary_head(self) -> bool:
-        return self.segmentor.with_auxiliary_head
-
-    @property
-    def with_neck(self) -> bool:
-        return self.segmentor.with_neck
-
     def init_weights(self) -> None:
         """Initialises the base, then starts every gear from it."""
         self.restore_base()
@@ -595,29 +560,14 @@ class GearNNSegmentor(BaseSegmentor):
             )
 
     # -- checkpoints -------------------------------------------------------
-    def _map_base_checkpoint(self, state_dict, prefix, *args) -> None:
-        """Accepts a checkpoint of the bare segmentor (``load_from`` a base
-        model): its keys move under ``segmentor.`` and every gear starts
-        from the base's tensors."""
-        seg_prefix = prefix + 'segmentor.'
-        if any(k.startswith(seg_prefix) for k in state_dict):
-            return
-        own = set(self.segmentor.state_dict())
-        base_keys = [
-            k
-            for k in list(state_dict)
-            if k.startswith(prefix) and k[len(prefix) :] in own
-        ]
-        if not base_keys:
-            return
-        for k in base_keys:
-            state_dict[seg_prefix + k[len(prefix) :]] = state_dict.pop(k)
+    def _after_bare_checkpoint(self, state_dict, prefix) -> None:
+        """A base checkpoint has no gears: every gear starts from the base."""
         for gear in range(1, self.gear_bank.num_gears):
             for name in self.gear_bank.names:
                 key = (
                     f'{prefix}gear_bank.gears.{gear}.{name.replace(".", "::")}'
                 )
-                source = state_dict.get(seg_prefix + name)
+                source = state_dict.get(f'{prefix}segmentor.{name}')
                 if source is not None:
                     state_dict.setdefault(key, source.clone())
 

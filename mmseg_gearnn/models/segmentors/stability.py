@@ -1,20 +1,19 @@
 """Stability training (Zheng, Song, Leung and Goodfellow, CVPR 2016) for
 any mmseg segmentor: the one-model-for-all-levels baseline of GearNN."""
 
-import copy
 from contextlib import contextmanager
 from typing import List, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import ConfigDict
-from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .wrapper import SegmentorWrapper
 
 # The metainfo key that carries the distorted copy (see PairedDistortion).
 DISTORTED_IMG = 'distorted_img'
@@ -41,7 +40,7 @@ def pixel_kl(target_logits: Tensor, logits: Tensor, valid: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class StabilitySegmentor(BaseSegmentor):
+class StabilitySegmentor(SegmentorWrapper):
     """Wraps any mmseg segmentor with the stability-training loss
 
     ``L = L_task(x) + alpha * mean_valid_pixels KL(p(x) || p(x'))``
@@ -108,23 +107,15 @@ class StabilitySegmentor(BaseSegmentor):
     ) -> None:
         if not alpha >= 0:
             raise ValueError(f'alpha must be >= 0, got {alpha}')
-        # ConfigDict, not dict: mmseg reads test_cfg.mode by attribute.
-        segmentor = ConfigDict(copy.deepcopy(segmentor))
-        if data_preprocessor is None:
-            data_preprocessor = segmentor.pop('data_preprocessor', None)
-        else:
-            segmentor.pop('data_preprocessor', None)
         super().__init__(
-            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+            segmentor, data_preprocessor=data_preprocessor, init_cfg=init_cfg
         )
         if getattr(self.data_preprocessor, 'batch_augments', None):
             raise ValueError(
                 'StabilitySegmentor does not support batch_augments: the '
                 'clean and distorted copies would be augmented differently'
             )
-        self.segmentor = MODELS.build(segmentor)
         self.alpha = float(alpha)
-        self._register_load_state_dict_pre_hook(self._map_bare_checkpoint)
 
     # -- training ----------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
@@ -236,53 +227,6 @@ class StabilitySegmentor(BaseSegmentor):
 
     def extract_feat(self, inputs: Tensor) -> List[Tensor]:
         return self.segmentor.extract_feat(inputs)
-
-    # -- what mmseg tools read from a segmentor ----------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.segmentor.num_classes
-
-    @property
-    def out_channels(self) -> int:
-        return self.segmentor.out_channels
-
-    @property
-    def align_corners(self) -> bool:
-        return self.segmentor.align_corners
-
-    @property
-    def decode_head(self):
-        return self.segmentor.decode_head
-
-    @property
-    def with_auxiliary_head(self) -> bool:
-        return self.segmentor.with_auxiliary_head
-
-    @property
-    def with_neck(self) -> bool:
-        return self.segmentor.with_neck
-
-    @property
-    def ignore_index(self):
-        """The ignore index of the decode head (the last of a cascade)."""
-        head = self.segmentor.decode_head
-        if isinstance(head, torch.nn.ModuleList):
-            head = head[-1]
-        return getattr(head, 'ignore_index', 255)
-
-    # -- checkpoints -------------------------------------------------------
-    def _map_bare_checkpoint(self, state_dict, prefix, *args) -> None:
-        """Accepts a checkpoint of the bare segmentor (``load_from`` a clean
-        model to fine-tune it): its keys move under ``segmentor.``."""
-        seg_prefix = prefix + 'segmentor.'
-        if any(k.startswith(seg_prefix) for k in state_dict):
-            return
-        own = set(self.segmentor.state_dict())
-        for key in list(state_dict):
-            if key.startswith(prefix) and key[len(prefix) :] in own:
-                state_dict[seg_prefix + key[len(prefix) :]] = state_dict.pop(
-                    key
-                )
 
 
 def _to_chw_tensor(img) -> Tensor:

@@ -1,0 +1,92 @@
+"""The part every segmentor wrapping another segmentor shares."""
+
+import copy
+from typing import Dict
+
+import torch
+from mmengine.config import ConfigDict
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptConfigType
+
+
+class SegmentorWrapper(BaseSegmentor):
+    """Builds ``self.segmentor`` from a config, shares its data
+    preprocessor, exposes what mmseg tools read from a segmentor, and
+    accepts a checkpoint of the bare segmentor (its keys move under
+    ``segmentor.``).
+
+    Args:
+        segmentor (dict): config of the wrapped mmseg segmentor.
+        data_preprocessor (dict, optional): defaults to the segmentor's.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(
+        self,
+        segmentor: ConfigType,
+        data_preprocessor: OptConfigType = None,
+        init_cfg: OptConfigType = None,
+    ) -> None:
+        # ConfigDict, not dict: mmseg reads test_cfg.mode by attribute.
+        segmentor = ConfigDict(copy.deepcopy(segmentor))
+        own_preprocessor = segmentor.pop('data_preprocessor', None)
+        if data_preprocessor is None:
+            data_preprocessor = own_preprocessor
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+        )
+        self.segmentor = MODELS.build(segmentor)
+        self._register_load_state_dict_pre_hook(self._map_bare_checkpoint)
+
+    def _map_bare_checkpoint(
+        self, state_dict: Dict, prefix: str, *args
+    ) -> None:
+        """Moves the keys of a bare segmentor checkpoint (``load_from`` a
+        base model) under ``segmentor.``; a no-op for the wrapper's own."""
+        seg_prefix = prefix + 'segmentor.'
+        if any(k.startswith(seg_prefix) for k in state_dict):
+            return
+        own = set(self.segmentor.state_dict())
+        for key in list(state_dict):
+            if key.startswith(prefix) and key[len(prefix) :] in own:
+                state_dict[seg_prefix + key[len(prefix) :]] = state_dict.pop(
+                    key
+                )
+        self._after_bare_checkpoint(state_dict, prefix)
+
+    def _after_bare_checkpoint(self, state_dict: Dict, prefix: str) -> None:
+        """Hook for subclasses: the mapped bare checkpoint, before loading."""
+
+    # -- what mmseg tools read from a segmentor ----------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.segmentor.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        return self.segmentor.out_channels
+
+    @property
+    def align_corners(self) -> bool:
+        return self.segmentor.align_corners
+
+    @property
+    def decode_head(self):
+        return self.segmentor.decode_head
+
+    @property
+    def with_auxiliary_head(self) -> bool:
+        return self.segmentor.with_auxiliary_head
+
+    @property
+    def with_neck(self) -> bool:
+        return self.segmentor.with_neck
+
+    @property
+    def ignore_index(self) -> int:
+        """The ignore index of the decode head (the last of a cascade)."""
+        head = self.segmentor.decode_head
+        if isinstance(head, torch.nn.ModuleList):
+            head = head[-1]
+        return getattr(head, 'ignore_index', 255)
