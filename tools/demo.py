@@ -49,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         "model (0.002: the paper's 0.2%%)",
     )
     parser.add_argument(
+        '--selection-steps',
+        type=int,
+        default=8,
+        help='batches per distortion level for the selection scores',
+    )
+    parser.add_argument(
         '--base-checkpoint',
         help='a trained base checkpoint: skips training the base',
     )
@@ -80,6 +86,7 @@ def main() -> None:
         args.work_dir,
         method=args.method,
         budget=args.budget,
+        selection_steps=args.selection_steps,
         base_options=args.base_options,
         gear_options=args.gear_options,
         reuse_base=not args.retrain_base,
