@@ -13,7 +13,8 @@
 #            model.adaptor=work_dirs/deeplabv3_cityscapes/selection.json
 #   4. mIoU per distortion type and level:
 #        python tools/test.py configs/gearnn/deeplabv3_cityscapes.py \
-#            work_dirs/deeplabv3_cityscapes/iter_8000.pth
+#            work_dirs/deeplabv3_cityscapes/iter_8000.pth --cfg-options \
+#            model.adaptor=work_dirs/deeplabv3_cityscapes/selection.json
 _base_ = ['./deeplabv3_cityscapes_base.py']
 
 model = dict(
