@@ -18,9 +18,10 @@ gearnn_meta_keys = (
     'distortion',
 )
 
-# Hooks every gear-training run wants: the base must stay frozen, and the
-# compact gears file is written beside each checkpoint.
+# Hooks every gear-training run wants: the base must stay frozen, the gears
+# finite, and the compact gears file is written beside each checkpoint.
 gearnn_hooks = [
     dict(type='FrozenBaseGuardHook', interval=50),
+    dict(type='FiniteGearsHook', interval=1),
     dict(type='GearCheckpointHook'),
 ]

@@ -1,3 +1,3 @@
-from .hooks import FrozenBaseGuardHook, GearCheckpointHook
+from .hooks import FiniteGearsHook, FrozenBaseGuardHook, GearCheckpointHook
 
-__all__ = ['FrozenBaseGuardHook', 'GearCheckpointHook']
+__all__ = ['FiniteGearsHook', 'FrozenBaseGuardHook', 'GearCheckpointHook']

@@ -52,7 +52,7 @@ SEGMENTOR = dict(
 )
 
 
-def make_runner(work_dir, custom_hooks, max_iters=2):
+def make_runner(work_dir, custom_hooks, max_iters=2, checkpoint_interval=2):
     model = dict(
         type='GearNNSegmentor',
         segmentor=copy.deepcopy(SEGMENTOR),
@@ -93,7 +93,11 @@ def make_runner(work_dir, custom_hooks, max_iters=2):
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
+            checkpoint=dict(
+                type='CheckpointHook',
+                by_epoch=False,
+                interval=checkpoint_interval,
+            ),
             logger=dict(type='LoggerHook', interval=1),
         ),
         custom_hooks=custom_hooks,
@@ -182,3 +186,38 @@ def test_hook_arguments():
     with pytest.raises(ValueError, match='interval must be >= 1'):
         FrozenBaseGuardHook(interval=0)
     assert GearCheckpointHook().filename_tmpl == 'gears_iter_{}.pth'
+
+
+class PoisonGear(Hook):
+    """Puts a NaN into gear 2 at the second iteration."""
+
+    priority = 'HIGHEST'
+
+    def after_train_iter(
+        self, runner, batch_idx, data_batch=None, outputs=None
+    ):
+        if runner.iter == 1:
+            tensors = runner.model.gear_bank.tensors(2)
+            name = sorted(tensors)[0]
+            with torch.no_grad():
+                tensors[name].view(-1)[0] = float('nan')
+            self.name = name
+
+
+@pytest.mark.faults
+def test_finite_gears_hook_stops_and_keeps_last_good_checkpoint(tmp_path):
+    poison = PoisonGear()
+    runner = make_runner(
+        tmp_path,
+        [dict(type='FiniteGearsHook'), poison],
+        max_iters=3,
+        checkpoint_interval=1,
+    )
+    with pytest.raises(RuntimeError) as err:
+        runner.train()
+    message = str(err.value)
+    assert 'gear 2 (jpeg 10)' in message
+    assert poison.name in message
+    assert 'NaN or Inf after iteration 2' in message
+    assert (tmp_path / 'iter_1.pth').is_file()
+    assert not (tmp_path / 'iter_2.pth').exists()
