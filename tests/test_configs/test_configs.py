@@ -62,7 +62,10 @@ def test_set_data_root_reaches_every_dataloader():
         str(
             CONFIG_DIR
             / 'gearnn'
-            / 'gearnn_deeplabv3plus_r18-tiny_1xb8-1k_camvid-240x320.py'
+            / (
+                'gearnn_deeplabv3plus_efficientnet-lite0_1xb8-300_'
+                'camvid-240x320.py'
+            )
         )
     )
     assert set_data_root(cfg, '/elsewhere/camvid') == 3
