@@ -10,9 +10,17 @@ Example::
 
     python tools/select_params.py CONFIG --checkpoint BASE.pth \\
         --method fisher --budget 0.002 --out work_dirs/x/selection.json
+
+Under a launcher (``tools/dist_select_params.sh CONFIG N ...`` or
+``torchrun ... --launcher pytorch``) the selection runs once, on rank 0, as
+in a single process (same data, same scores, same file), and is written
+once; the other ranks wait for it (see
+:func:`mmseg_gearnn.utils.run_on_main_process`) and end with the same
+record, so that a distributed pipeline may follow it with gear training.
 """
 
 import argparse
+import os
 import os.path as osp
 
 import torch
@@ -22,6 +30,7 @@ from mmengine.utils import import_modules_from_strings
 
 from mmseg_gearnn.selection import available_methods, run_selection_from_config
 from mmseg_gearnn.selection.scores import DEFAULT_NORMALIZE, NORMALIZATIONS
+from mmseg_gearnn.utils import run_on_main_process
 
 
 def parse_args() -> argparse.Namespace:
@@ -98,7 +107,17 @@ def parse_args() -> argparse.Namespace:
         action=DictAction,
         help='override config settings, key=value pairs',
     )
-    return parser.parse_args()
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher: the selection runs on rank 0 only',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def main() -> None:
@@ -118,8 +137,9 @@ def main() -> None:
     options = {}
     if args.method == 'weight_change':
         options = dict(lr=args.lr, momentum=args.momentum)
-    try:
-        run_selection_from_config(
+
+    def select() -> dict:
+        return run_selection_from_config(
             cfg,
             args.checkpoint,
             args.method,
@@ -139,6 +159,10 @@ def main() -> None:
             top=args.top,
             **options,
         )
+
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+    try:
+        run_on_main_process(select, args.launcher, dist_cfg)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f'select_params: error: {err}') from err
 

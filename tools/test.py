@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils import set_data_root, skip_bad_files
 
 
 def parse_args() -> argparse.Namespace:
@@ -73,6 +73,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation'
     )
+    parser.add_argument(
+        '--skip-bad-files',
+        action='store_true',
+        help='evaluate on past missing or corrupt image and label files '
+        '(and labels outside the class range) instead of stopping: each '
+        'one is logged, listed in <work-dir>/skipped_files.json and adds '
+        'nothing to the metrics (needs LoadCheckedImageFromFile / '
+        'LoadCheckedAnnotations in the test pipeline)',
+    )
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or
     # --local_rank; torchrun sets LOCAL_RANK instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -114,6 +123,8 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root is not None:
         set_data_root(cfg, args.data_root)
+    if args.skip_bad_files:
+        skip_bad_files(cfg)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:

@@ -4,6 +4,12 @@
 The config loads the plugin (``custom_imports`` in
 ``configs/_base_/gearnn_runtime.py``); this script only parses arguments,
 builds the Runner and trains.
+
+Distributed (``tools/dist_train.sh CONFIG N`` or ``torchrun
+--nproc_per_node=N tools/train.py CONFIG --launcher pytorch``): the process
+group is set up by :func:`mmseg_gearnn.utils.setup_dist_train`, which also
+works on CPU-only machines (``gloo``), and a config without
+``model_wrapper_cfg`` is wrapped with ``GearNNDistributedDataParallel``.
 """
 
 import argparse
@@ -19,7 +25,7 @@ from mmseg.registry import RUNNERS
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # (load_from, --resume) also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils import set_data_root, setup_dist_train
 
 
 def parse_args() -> argparse.Namespace:
@@ -109,6 +115,9 @@ def main() -> None:
 
     # resume from the latest checkpoint in work_dir
     cfg.resume = args.resume
+
+    # join the process group (also without CUDA) and pick the DDP wrapper
+    setup_dist_train(cfg)
 
     # build the runner from config
     if 'runner_type' not in cfg:

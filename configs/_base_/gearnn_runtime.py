@@ -19,9 +19,11 @@ gearnn_meta_keys = (
 )
 
 # Hooks every gear-training run wants: the base must stay frozen, the gears
-# finite, and the compact gears file is written beside each checkpoint.
+# finite, the compact gears file is written beside each checkpoint, and
+# `--resume` continues exactly as the uninterrupted run would have.
 gearnn_hooks = [
     dict(type='FrozenBaseGuardHook', interval=50),
     dict(type='FiniteGearsHook', interval=1),
     dict(type='GearCheckpointHook'),
+    dict(type='RandomStateHook'),
 ]

@@ -6,12 +6,13 @@ also be run alone with ``tools/train.py``, ``tools/select_params.py`` and
 ``tools/test.py``.
 """
 
+import copy
 import glob
 import json
 import os
 import os.path as osp
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -34,8 +35,13 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     return max(paths, key=lambda p: int(osp.basename(p)[5:-4]))
 
 
-def _load_cfg(config: str, work_dir: str, options: Optional[dict]) -> Config:
-    cfg = Config.fromfile(config)
+def _load_cfg(
+    config: Union[str, Config], work_dir: str, options: Optional[dict]
+) -> Config:
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        cfg = Config.fromfile(config)
     if options:
         cfg.merge_from_dict(options)
     cfg.work_dir = work_dir
@@ -43,7 +49,7 @@ def _load_cfg(config: str, work_dir: str, options: Optional[dict]) -> Config:
 
 
 def train(
-    config: str,
+    config: Union[str, Config],
     work_dir: str,
     options: Optional[dict] = None,
     reuse: bool = True,
@@ -61,7 +67,7 @@ def train(
     Runner.from_cfg(cfg).train()
     if not osp.isfile(final):
         raise RuntimeError(
-            f'training {config} ended without {final}; '
+            f'training {cfg.filename} ended without {final}; '
             'set a CheckpointHook interval that divides '
             'train_cfg.max_iters'
         )
@@ -69,27 +75,34 @@ def train(
 
 
 def evaluate_levels(
-    config: str, checkpoint: str, work_dir: str, options: Optional[dict] = None
-) -> dict:
+    config: Union[str, Config],
+    checkpoint: str,
+    work_dir: str,
+    options: Optional[dict] = None,
+    return_model: bool = False,
+):
     """mIoU clean and per (distortion type, level) of a checkpoint.
 
     The config's test dataloader sweeps the distortion space
     (``DistortionSweepDataset``) and its test evaluator is a
     ``DistortionIoUMetric``; its report is returned (and kept as
-    ``work_dir/levels.json``).
+    ``work_dir/levels.json``); with ``return_model``, as
+    ``(report, model)``.
     """
     cfg = _load_cfg(config, work_dir, options)
     if cfg.test_evaluator.get('type') != 'DistortionIoUMetric':
         raise ValueError(
-            f'{config}: test_evaluator must be a '
+            f'{cfg.filename}: test_evaluator must be a '
             'DistortionIoUMetric to report per-level mIoU'
         )
     report_file = osp.join(work_dir, 'levels.json')
     cfg.test_evaluator['output_file'] = report_file
     cfg.load_from = checkpoint
-    Runner.from_cfg(cfg).test()
+    runner = Runner.from_cfg(cfg)
+    runner.test()
     with open(report_file, encoding='utf-8') as f:
-        return json.load(f)
+        report = json.load(f)
+    return (report, runner.model) if return_model else report
 
 
 def run_gearnn(

@@ -7,8 +7,15 @@ file they read: a missing file raises :class:`FileNotFoundError`, a corrupt
 or truncated one raises :class:`ValueError`, and a label map with values
 outside ``[0, num_classes)`` (other than the ignore index, after label
 mapping) raises :class:`ValueError` naming the file and the bad values.
+
+With ``on_error='skip'`` (``tools/test.py --skip-bad-files`` sets it) a bad
+file does not stop an evaluation: the sample is kept with a blank
+placeholder image and a label map that is all ignore index, so that it adds
+no pixel to any IoU metric, and ``results['skipped']`` records the file and
+the reason (:class:`~mmseg_gearnn.engine.SkippedFilesHook` reports them).
 """
 
+import warnings
 from typing import Optional
 
 import mmcv
@@ -20,6 +27,30 @@ from mmseg.registry import TRANSFORMS
 
 # How many offending values an error message lists at most.
 _MAX_LISTED = 10
+# (h, w) of the image that stands in for one that cannot be read.
+PLACEHOLDER_SIZE = (64, 64)
+ON_ERROR = ('raise', 'skip')
+
+
+class BadFileError(ValueError):
+    """A missing, corrupt or out-of-range image or label file."""
+
+
+class MissingFileError(BadFileError, FileNotFoundError):
+    """An image or label file that does not exist."""
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(
+            f'on_error must be one of {ON_ERROR}, got {on_error!r}'
+        )
+    return on_error
+
+
+def _record_skip(results: dict, path: str, err: Exception) -> None:
+    warnings.warn(f'skipped (on_error="skip"): {err}')
+    results['skipped'] = dict(path=str(path), reason=str(err))
 
 
 def _read_bytes(path: str, what: str, backend_args: Optional[dict]) -> bytes:
@@ -27,9 +58,9 @@ def _read_bytes(path: str, what: str, backend_args: Optional[dict]) -> bytes:
     try:
         data = fileio.get(path, backend_args=backend_args)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f'{what} file not found: {path}') from e
+        raise MissingFileError(f'{what} file not found: {path}') from e
     if not data:
-        raise ValueError(f'{what} file is empty: {path}')
+        raise BadFileError(f'{what} file is empty: {path}')
     return data
 
 
@@ -40,12 +71,12 @@ def _decode(
     try:
         img = mmcv.imfrombytes(data, flag=flag, backend=backend)
     except Exception as e:  # decoders raise many unrelated types
-        raise ValueError(
+        raise BadFileError(
             f'{what} file is corrupt or truncated: {path} '
             f'({type(e).__name__}: {e})'
         ) from e
     if img is None or img.size == 0:
-        raise ValueError(f'{what} file is corrupt or truncated: {path}')
+        raise BadFileError(f'{what} file is corrupt or truncated: {path}')
     return img
 
 
@@ -78,6 +109,11 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
             or corrupt file. Defaults to False.
         backend_args (dict, optional): Arguments to instantiate the file
             backend. Defaults to None.
+        on_error (str): ``'raise'``, or ``'skip'``: for a missing or
+            corrupt file, put a blank image in its place (the size of the
+            last image loaded, else ``PLACEHOLDER_SIZE``) and record the
+            file in ``results['skipped']`` (see the module docstring).
+            Defaults to 'raise'.
     """
 
     def __init__(
@@ -88,6 +124,7 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
         ignore_empty: bool = False,
         *,
         backend_args: Optional[dict] = None,
+        on_error: str = 'raise',
     ) -> None:
         super().__init__(
             to_float32=to_float32,
@@ -96,6 +133,8 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
             ignore_empty=ignore_empty,
             backend_args=backend_args,
         )
+        self.on_error = _check_on_error(on_error)
+        self._last_shape = PLACEHOLDER_SIZE
 
     def transform(self, results: dict) -> Optional[dict]:
         """Load the image of ``results['img_path']``.
@@ -117,10 +156,16 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
                 self.color_type,
                 self.imdecode_backend,
             )
-        except (FileNotFoundError, ValueError):
+        except BadFileError as err:
             if self.ignore_empty:
                 return None
-            raise
+            if self.on_error != 'skip':
+                raise
+            _record_skip(results, filename, err)
+            # The last good image's size, so that it batches with the others.
+            img = np.zeros((*self._last_shape, 3), np.uint8)
+        else:
+            self._last_shape = img.shape[:2]
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
@@ -132,6 +177,7 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
         return (
             f'{self.__class__.__name__}('
             f'ignore_empty={self.ignore_empty}, '
+            f'on_error={self.on_error!r}, '
             f'to_float32={self.to_float32}, '
             f'color_type={self.color_type!r}, '
             f'imdecode_backend={self.imdecode_backend!r}, '
@@ -185,6 +231,11 @@ class LoadCheckedAnnotations(LoadAnnotations):
         imdecode_backend (str): The decoding backend. Defaults to 'pillow'.
         backend_args (dict, optional): Arguments to instantiate the file
             backend. Defaults to None.
+        on_error (str): ``'raise'``, or ``'skip'``: for a missing, corrupt
+            or out-of-range label file, or after an image skipped by
+            :class:`LoadCheckedImageFromFile`, load a map that is all
+            ignore index (the image's size) and record the file in
+            ``results['skipped']``. Defaults to 'raise'.
     """
 
     def __init__(
@@ -194,6 +245,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
         reduce_zero_label: Optional[bool] = None,
         imdecode_backend: str = 'pillow',
         backend_args: Optional[dict] = None,
+        on_error: str = 'raise',
     ) -> None:
         if num_classes is not None and (
             isinstance(num_classes, bool)
@@ -220,6 +272,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
         )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.on_error = _check_on_error(on_error)
 
     def _load_seg_map(self, results: dict) -> None:
         """Load, map and check the label map of ``results['seg_map_path']``.
@@ -242,23 +295,46 @@ class LoadCheckedAnnotations(LoadAnnotations):
         if ignore_index is None:
             ignore_index = results.get('ignore_index', 255)
 
+        if self.on_error == 'skip':
+            try:
+                gt = None
+                if 'skipped' not in results:  # its image was readable
+                    gt = self._read_checked(
+                        path, num_classes, ignore_index, results
+                    )
+                    gt = self._check_shape(gt, path, results)
+            except BadFileError as err:
+                _record_skip(results, path, err)
+            if gt is None:
+                shape = results.get('ori_shape') or PLACEHOLDER_SIZE
+                gt = np.full(tuple(shape[:2]), ignore_index, np.uint8)
+        else:
+            gt = self._read_checked(path, num_classes, ignore_index, results)
+            gt = self._check_shape(gt, path, results)
+        results['gt_seg_map'] = gt
+        results.setdefault('seg_fields', []).append('gt_seg_map')
+
+    def _read_checked(
+        self, path: str, num_classes: int, ignore_index: int, results: dict
+    ) -> np.ndarray:
+        """The label map of ``path``, mapped, its values checked."""
         data = _read_bytes(path, 'label', self.backend_args)
         raw = _decode(data, path, 'label', 'unchanged', self.imdecode_backend)
         if raw.ndim == 3 and raw.shape[2] == 1:
             raw = raw[..., 0]
         if raw.ndim != 2:
-            raise ValueError(
+            raise BadFileError(
                 f'label file {path} has shape {raw.shape}: a label map must '
                 'be single-channel (one class index per pixel), not a '
                 'colour-coded image'
             )
         if not np.issubdtype(raw.dtype, np.integer):
-            raise ValueError(
+            raise BadFileError(
                 f'label file {path} holds {raw.dtype} values; class '
                 'indices must be integers'
             )
         if raw.min() < 0 or raw.max() > 255:
-            raise ValueError(
+            raise BadFileError(
                 f'label file {path} holds values outside [0, 255] '
                 f'(min {raw.min()}, max {raw.max()}); they do not fit uint8'
             )
@@ -271,20 +347,23 @@ class LoadCheckedAnnotations(LoadAnnotations):
             more = ''
             if bad.size > _MAX_LISTED:
                 more = f' and {bad.size - _MAX_LISTED} more'
-            raise ValueError(
+            raise BadFileError(
                 f'label file {path} holds values {listed}{more} outside '
                 f'[0, {num_classes}) that are not the ignore index '
                 f'{ignore_index} (after label mapping)'
             )
+        return gt
+
+    @staticmethod
+    def _check_shape(gt: np.ndarray, path: str, results: dict) -> np.ndarray:
         ori_shape = results.get('ori_shape')
         if ori_shape is not None and tuple(ori_shape[:2]) != gt.shape:
-            raise ValueError(
+            raise BadFileError(
                 f'label file {path} is {gt.shape[0]}x{gt.shape[1]} but its '
                 f'image {results.get("img_path")} is '
                 f'{ori_shape[0]}x{ori_shape[1]}'
             )
-        results['gt_seg_map'] = gt
-        results.setdefault('seg_fields', []).append('gt_seg_map')
+        return gt
 
     def _map_labels(self, gt: np.ndarray, results: dict) -> np.ndarray:
         """Zero-label reduction and ``label_map``, as mmseg does them."""
@@ -315,6 +394,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
             f'num_classes={self.num_classes}, '
             f'ignore_index={self.ignore_index}, '
             f'reduce_zero_label={self.reduce_zero_label}, '
+            f'on_error={self.on_error!r}, '
             f'imdecode_backend={self.imdecode_backend!r}, '
             f'backend_args={self.backend_args})'
         )

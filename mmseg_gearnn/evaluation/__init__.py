@@ -6,6 +6,7 @@ from .report import (
     plot_miou_vs_level,
     write_csv,
     write_markdown_table,
+    write_robustness_report,
 )
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     'plot_miou_vs_level',
     'write_csv',
     'write_markdown_table',
+    'write_robustness_report',
 ]

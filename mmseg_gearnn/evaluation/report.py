@@ -315,3 +315,31 @@ def write_csv(
             for level, miou in levels.items():
                 writer.writerow([method, dtype, level, cell(miou)])
     return atomic_write(path, buf.getvalue())
+
+
+def write_robustness_report(
+    results: LevelTable,
+    out_dir: PathLike,
+    clean: Optional[Mapping[str, Optional[Number]]] = None,
+    stem: str = 'robustness',
+) -> Dict[str, str]:
+    """Every report of one sweep in ``out_dir``: ``{stem}.md`` (the
+    markdown table), ``{stem}.csv`` (one row per method, type and level),
+    ``{stem}.json`` (``{'results', 'clean'}``) and ``{stem}.png`` (mIoU
+    against level, one line per method).
+
+    Returns:
+        dict: ``md``, ``csv``, ``json`` and ``png`` paths.
+    """
+    _check(results, clean)
+    out_dir = os.fspath(out_dir)
+    base = os.path.join(out_dir, stem)
+    return dict(
+        md=atomic_write(base + '.md', markdown_table(results, clean) + '\n'),
+        csv=write_csv(results, base + '.csv', clean),
+        json=atomic_write(
+            base + '.json',
+            json.dumps(dict(results=results, clean=clean or {}), indent=2),
+        ),
+        png=plot_miou_vs_level(results, base + '.png', clean=clean),
+    )

@@ -330,7 +330,12 @@ def build_record(
         ),
         granularity_bytes=outcome.granularity,
         solver=outcome.solver,
-        total_score=float(sum(score_result.scores[n] for n in chosen)),
+        # Summed in the selection's order, not the set's: a set of strings
+        # iterates in an order that changes with PYTHONHASHSEED, and so
+        # would the last digits of a float sum.
+        total_score=float(
+            sum(score_result.scores[n] for n in outcome.selected)
+        ),
         num_candidates=len(infos),
         num_selected=len(outcome.selected),
         selected=list(outcome.selected),
@@ -649,6 +654,13 @@ def run_selection_from_config(
     level. The caller sets the default scope and imports
     ``custom_imports``.
 
+    The selection is computed by one process: inside an initialised
+    process group of several ranks the data loaders would be sharded and
+    the scores would depend on the world size, so this raises there. For a
+    launcher, run it on rank 0 with
+    :func:`mmseg_gearnn.utils.run_on_main_process`, which hands the record
+    to every rank (``tools/select_params.py --launcher pytorch`` does).
+
     Args:
         cfg (Config): the mmseg config.
         checkpoint (str): the base checkpoint.
@@ -661,9 +673,16 @@ def run_selection_from_config(
     Returns:
         dict: the selection record.
     """
+    from mmengine.dist import get_world_size
     from mmengine.model import revert_sync_batchnorm
     from mmseg.registry import MODELS
 
+    if get_world_size() > 1:
+        raise RuntimeError(
+            'run_selection_from_config runs in one process, not inside a '
+            'process group of several ranks (its data would be sharded): '
+            'use mmseg_gearnn.utils.run_on_main_process'
+        )
     space = space_from_config(cfg)
     if method in DATA_METHODS and dataloader not in cfg:
         raise ValueError(

@@ -4,10 +4,15 @@ from .checkpoint import (
     load_checkpoint_safely,
     register_safe_globals,
 )
-from .config import set_data_root
+from .config import set_data_root, skip_bad_files
+from .dist import init_dist, run_on_main_process, setup_dist_train
 
 __all__ = [
+    'init_dist',
+    'run_on_main_process',
     'set_data_root',
+    'skip_bad_files',
+    'setup_dist_train',
     'MMENGINE_SAFE_GLOBALS',
     'UnsafeCheckpointError',
     'load_checkpoint_safely',

@@ -111,6 +111,7 @@ def test_folder_with_metadata(inferencer, frames, tmp_path):
     assert routed(1, 'b', 'b.png') is None
 
 
+@pytest.mark.faults
 def test_metadata_level_outside_space(inferencer, frames, tmp_path):
     meta = [None, {'type': 'jpeg', 'level': 42}]
     with pytest.raises(ValueError, match=r"frame 'b'.*valid levels"):

@@ -23,6 +23,7 @@ def test_gear_table_order():
     assert space.types == ['jpeg', 'brightness']
 
 
+@pytest.mark.faults
 def test_level_outside_space_names_valid_levels():
     space = build_space(SPACE)
     with pytest.raises(ValueError) as err:
@@ -54,6 +55,7 @@ def test_invalid_space(distortions, message):
         DistortionSpace(distortions)
 
 
+@pytest.mark.faults
 def test_unknown_type_and_gear():
     space = build_space(SPACE)
     with pytest.raises(ValueError, match="'resolution' is not in the"):

@@ -65,6 +65,7 @@ def test_fixed_clean_is_identity():
     assert out['distortion'] == dict(type='clean', level=None, gear=0)
 
 
+@pytest.mark.faults
 def test_fixed_level_outside_space():
     with pytest.raises(ValueError, match=r'valid levels: \[40, 10\]'):
         build(

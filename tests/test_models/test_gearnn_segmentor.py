@@ -284,6 +284,7 @@ def test_gears_give_different_predictions_and_default_gear():
     assert not torch.allclose(clean, routed)
 
 
+@pytest.mark.faults
 def test_routing_errors():
     model = build()
     model.eval()
@@ -305,6 +306,7 @@ def test_routing_errors():
         build(default_gear=4)
 
 
+@pytest.mark.faults
 def test_adaptor_sources_and_errors(tmp_path):
     names = ['decode_head.conv_seg.weight', 'backbone.stem.1.running_mean']
     model = build(adaptor=names)
@@ -381,6 +383,7 @@ def test_save_load_full_checkpoint_and_gears_file(tmp_path):
     )
 
 
+@pytest.mark.faults
 def test_gears_file_for_another_model_is_refused(tmp_path):
     model = build()
     gears_file = str(tmp_path / 'gears.pth')
@@ -401,6 +404,7 @@ def test_gears_file_for_another_model_is_refused(tmp_path):
         model.load_gears(str(tmp_path / 'bad.pth'))
 
 
+@pytest.mark.faults
 def test_mismatching_base_checkpoint_is_refused():
     model = build()
     state = model.segmentor.state_dict()
@@ -431,3 +435,58 @@ def test_inference_switching_never_leaks_into_the_base():
     again = [s.seg_logits.data for s in model.test_step(copy.deepcopy(batch))]
     for a, b in zip(first, again):
         assert torch.equal(a, b)
+
+
+@pytest.mark.faults
+def test_gears_file_for_another_space_is_refused(tmp_path):
+    model = build()
+    gears_file = str(tmp_path / 'gears.pth')
+    model.save_gears(gears_file)
+    # As many gears, other levels: the gears would be silently misrouted.
+    init_default_scope('mmseg')
+    other = MODELS.build(
+        ConfigDict(
+            type='GearNNSegmentor',
+            segmentor=segmentor_cfg('deeplabv3_r18'),
+            space=dict(distortions=dict(jpeg=[30, 10], brightness=[0.3])),
+        )
+    )
+    with pytest.raises(ValueError) as err:
+        other.load_gears(gears_file)
+    assert 'does not match this model' in str(err.value)
+    assert 'space:' in str(err.value) and "'jpeg': [40, 10]" in str(err.value)
+    # Fewer gears.
+    fewer = MODELS.build(
+        ConfigDict(
+            type='GearNNSegmentor',
+            segmentor=segmentor_cfg('deeplabv3_r18'),
+            space=dict(distortions=dict(jpeg=[40, 10])),
+        )
+    )
+    with pytest.raises(ValueError, match='the file has 3 gears, the model 2'):
+        fewer.load_gears(gears_file)
+
+
+@pytest.mark.faults
+def test_interrupted_gears_write_leaves_the_old_file(tmp_path, monkeypatch):
+    model = build()
+    gears_file = tmp_path / 'gears.pth'
+    model.save_gears(str(gears_file))
+    before = gears_file.read_bytes()
+    train_steps(model, make_batch([1, 2, 3], seed=1), steps=1)
+
+    real_save = torch.save
+
+    def save_half_then_die(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 2)  # half of it written, then killed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, 'save', save_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_gears(str(gears_file))
+    monkeypatch.undo()
+    # The old file, whole, and nothing half-written beside it.
+    assert gears_file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['gears.pth']
+    build().load_gears(str(gears_file))

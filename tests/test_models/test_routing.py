@@ -129,6 +129,7 @@ def test_estimate_and_checked_routing(estimator_file):
     assert route(checked) == (dark_gear, 'estimate')
 
 
+@pytest.mark.faults
 def test_routing_errors(estimator_file, tmp_path):
     with pytest.raises(ValueError, match='routing must be one of'):
         build(routing='guess')

@@ -147,6 +147,7 @@ def test_greedy_answer_kept_when_quantisation_costs(tiny_model):
     assert outcome.selected == ['a', 'b']
 
 
+@pytest.mark.faults
 def test_impossible_budget_is_explained(tiny_model, space):
     smallest = min(list_candidates(tiny_model), key=lambda t: t.bytes)
     with pytest.raises(ValueError) as err:
@@ -191,6 +192,7 @@ def test_empty_or_absent_space_is_an_error(tiny_model):
         select(tiny_model, dict(distortions=dict()), 'random')
 
 
+@pytest.mark.faults
 def test_mismatching_checkpoint_lists_the_keys(tiny_model, tmp_path):
     state = copy.deepcopy(tiny_model.state_dict())
     state.pop('backbone.stem.0.weight')
@@ -221,6 +223,7 @@ def test_matching_checkpoint_loads(tiny_model, tmp_path):
         assert torch.equal(v, state[k])
 
 
+@pytest.mark.faults
 def test_load_selection_rejects_mismatches(tiny_model, space, tmp_path):
     out = str(tmp_path / 'selection.json')
     select(tiny_model, space, 'random', out=out)
@@ -250,6 +253,7 @@ def test_load_selection_rejects_mismatches(tiny_model, space, tmp_path):
         load_selection(out)
 
 
+@pytest.mark.faults
 def test_save_selection_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / 'selection.json'
     save_selection(dict(a=1), str(path))

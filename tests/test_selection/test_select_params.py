@@ -101,6 +101,7 @@ def test_tool_end_to_end(tiny_setup, tmp_path, repo_root):
     assert f'selected {record["num_selected"]} of {len(names)}' in log
 
 
+@pytest.mark.faults
 def test_tool_reports_errors_without_traceback(tiny_setup, tmp_path):
     config, checkpoint, _ = tiny_setup
     result = run_tool(

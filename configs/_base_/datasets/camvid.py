@@ -50,9 +50,12 @@ train_pipeline = [
     ),
     dict(type='PackSegInputs', meta_keys=meta_keys),
 ]
-# Native resolution; clean unless a DistortionSweepDataset requests a level.
+# Inference at the training resolution (240x320; predictions are resized
+# back and scored on the native 480x360 labels, as in mmseg); clean unless
+# a DistortionSweepDataset requests a level.
 test_pipeline = [
     dict(type='LoadCheckedImageFromFile'),
+    dict(type='Resize', scale=(320, 240), keep_ratio=True),
     dict(type='RequestedDistortion', space=_base_.distortion_space),
     dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs', meta_keys=meta_keys),
@@ -87,7 +90,7 @@ val_dataloader = dict(
 # in gear order. The CamVid test split is held out for independent
 # evaluation; whoever has it overrides data_prefix.
 test_dataloader = dict(
-    batch_size=1,
+    batch_size=8,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),

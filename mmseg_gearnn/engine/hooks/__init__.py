@@ -1,5 +1,13 @@
 from .finite_gears_hook import FiniteGearsHook
 from .frozen_base_guard_hook import FrozenBaseGuardHook
 from .gear_checkpoint_hook import GearCheckpointHook
+from .random_state_hook import RandomStateHook
+from .skipped_files_hook import SkippedFilesHook
 
-__all__ = ['FiniteGearsHook', 'FrozenBaseGuardHook', 'GearCheckpointHook']
+__all__ = [
+    'FiniteGearsHook',
+    'FrozenBaseGuardHook',
+    'GearCheckpointHook',
+    'RandomStateHook',
+    'SkippedFilesHook',
+]

@@ -1,5 +1,6 @@
 import os.path as osp
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -9,7 +10,8 @@ from mmseg.registry import HOOKS
 class GearCheckpointHook(Hook):
     """Writes the compact gears file (adaptors of every gear, no base) each
     time a checkpoint is saved, and once more as ``gears.pth`` after
-    training.
+    training. In a distributed run only rank 0 writes (every rank holds
+    the same gears).
 
     The file is ``n_gears x adaptor`` bytes; load it into a
     :class:`GearNNSegmentor` built on the same base with ``gears_file=`` or
@@ -37,7 +39,7 @@ class GearCheckpointHook(Hook):
 
     def _write(self, runner, filename: str) -> None:
         model = self._model(runner)
-        if model is None:
+        if model is None or not is_main_process():
             return
         path = osp.join(self.out_dir or runner.work_dir, filename)
         model.save_gears(path)

@@ -1,0 +1,81 @@
+"""The CamVid robustness benchmark, one command:
+
+    python benchmarks/camvid.py ../shared/data/camvid
+    python benchmarks/camvid.py ../shared/data/camvid --quick
+
+Trains the clean base once (cached in the work dir; or ``--base-checkpoint``),
+then every baseline and GearNN from it, evaluates all on the folder's ``val``
+split clean and at every distortion level, and writes ``camvid.md``,
+``camvid.json`` and ``camvid.png`` (``camvid_quick.*`` with ``--quick``).
+A rerun reuses every finished stage. Any CamVid-layout folder works
+(``train``, ``trainannot``, ``val``, ``valannot``).
+"""
+
+import argparse
+import os.path as osp
+import shlex
+import sys
+
+import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.apis.benchmark import CamVidBenchmark, write_results
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = dict(
+    base='deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-240x320.py',
+    gearnn='gearnn_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-240x320.py',
+    mixed='mixed_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-240x320.py',
+    stability='stability_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-'
+    '240x320.py',
+)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('data_root', help='a CamVid-layout folder')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='every stage on a few frames and iterations (a smoke run)',
+    )
+    parser.add_argument(
+        '--work-dir',
+        help='stages and cache (default work_dirs/benchmark_camvid[_quick])',
+    )
+    parser.add_argument(
+        '--out-dir',
+        help='results folder (default benchmarks/results; the work dir '
+        'with --quick)',
+    )
+    parser.add_argument(
+        '--base-checkpoint', help='a trained clean base to start from'
+    )
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    profile = 'quick' if args.quick else 'full'
+    suffix = '_quick' if args.quick else ''
+    work_dir = args.work_dir or f'work_dirs/benchmark_camvid{suffix}'
+    out_dir = args.out_dir or (
+        work_dir if args.quick else osp.join(ROOT, 'benchmarks/results')
+    )
+    configs = {
+        k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
+    }
+    benchmark = CamVidBenchmark(
+        args.data_root,
+        work_dir,
+        configs,
+        profile=profile,
+        base_checkpoint=args.base_checkpoint,
+    )
+    command = 'python ' + shlex.join(sys.argv)
+    results = benchmark.run(command=command, repo_dir=ROOT)
+    paths = write_results(results, out_dir, 'camvid' + suffix)
+    print(open(paths['md'], encoding='utf-8').read())
+    print('written:', ', '.join(paths.values()))
+
+
+if __name__ == '__main__':
+    main()

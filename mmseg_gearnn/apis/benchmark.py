@@ -1,0 +1,737 @@
+"""The robustness benchmark: the paper's comparison on a CamVid-layout
+folder, from one cached clean base model.
+
+Every method is a configuration of the same machinery, trained from the
+same clean base for the same number of iterations and evaluated on the
+``val`` split clean and at every (type, level) of the distortion space:
+
+=================  ===================================================
+clean              the base model, trained on undistorted frames
+mixed_aug          the base fine-tuned on randomly distorted frames
+stability          the base fine-tuned with the stability loss; alpha is
+                   chosen on val among ``profile.alphas``
+bn_stats           one gear per level holding BN affine and statistics
+full_finetune      one gear per level holding every tensor
+gearnn             one gear per level holding the tensors selected by
+                   Fisher scores under ``profile.budget``
+gearnn_{scoring}   the same with another scoring method
+random_selection   the same budget filled at random
+=================  ===================================================
+
+Each stage keeps its result in ``work_dir/<stage>/result.json`` together
+with what it depended on, so a second run resumes where the first stopped
+and redoes a stage only when its inputs changed.
+"""
+
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import init_default_scope
+
+from ..evaluation.report import (
+    atomic_write,
+    markdown_table,
+    plot_miou_vs_level,
+)
+from ..utils.config import set_data_root
+from .pipeline import evaluate_levels, train
+
+SPLIT = 'val'
+REQUIRED_METHODS = (
+    'clean',
+    'mixed_aug',
+    'stability',
+    'bn_stats',
+    'full_finetune',
+    'gearnn',
+    'random_selection',
+)
+
+
+@dataclass
+class BenchmarkProfile:
+    """How much of everything a benchmark run does.
+
+    Args:
+        iters (int): training iterations of every method trained from the
+            base (mixed_aug, stability, every gear set).
+        base_iters (int, optional): iterations of the base; None keeps the
+            base config's schedule.
+        train_images (int, optional): use only the first N training frames.
+        val_images (int, optional): evaluate only the first N val frames.
+        budget (float): per-gear budget of ``gearnn`` and
+            ``random_selection`` (fraction of the model's bytes).
+        scorings (tuple[str]): scoring methods run at ``budget``; the first
+            is ``gearnn``, the others ``gearnn_{scoring}``.
+        curve_budgets (tuple[float]): budgets of the budget curve.
+        curve_scorings (tuple[str]): selections run at every curve budget
+            (``'random'`` included for the control).
+        alphas (tuple[float]): stability weights tried; the best on val is
+            reported as ``stability``.
+        selection_steps (int): batches per level used to score tensors.
+        num_workers (int): dataloader workers.
+    """
+
+    iters: int = 100
+    base_iters: Optional[int] = None
+    train_images: Optional[int] = None
+    val_images: Optional[int] = None
+    budget: float = 0.002
+    scorings: Tuple[str, ...] = ('fisher', 'rgn')
+    curve_budgets: Tuple[float, ...] = (0.0005, 0.002, 0.01)
+    curve_scorings: Tuple[str, ...] = ('fisher', 'random')
+    alphas: Tuple[float, ...] = (0.3, 3.0)
+    selection_steps: int = 4
+    num_workers: int = 2
+
+
+PROFILES = {
+    'full': BenchmarkProfile(),
+    # A smoke run of every stage on a few frames: checks the machinery and
+    # the output, not the accuracy.
+    'quick': BenchmarkProfile(
+        iters=3,
+        base_iters=6,
+        train_images=8,
+        val_images=2,
+        curve_budgets=(0.002, 0.01),
+        alphas=(1.0,),
+        selection_steps=1,
+        num_workers=0,
+    ),
+}
+
+
+def _log(msg: str) -> None:
+    print_log(f'[benchmark] {msg}', logger='current')
+
+
+def git_commit(repo_dir: str) -> str:
+    """HEAD of the repository at ``repo_dir`` (``-dirty`` when it has
+    uncommitted changes), or ``'unknown'`` outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ['git', '-C', repo_dir, 'rev-parse', 'HEAD'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ['git', '-C', repo_dir, 'status', '--porcelain', '-uno'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+    return head + ('-dirty' if dirty else '')
+
+
+def machine() -> str:
+    """A one-line description of this machine."""
+    return (
+        f'{platform.machine()} {platform.processor() or ""} '
+        f'{os.cpu_count()} CPUs, {platform.system()} '
+        f'{platform.release()}, Python {platform.python_version()}'
+    ).replace('  ', ' ')
+
+
+def set_schedule(cfg: Config, iters: int) -> None:
+    """Shorten or lengthen ``cfg``'s iteration-based schedule to ``iters``:
+    training length, validation and checkpoint intervals, and the
+    learning-rate schedulers (a warm-up that would not end is dropped)."""
+    if iters < 1:
+        raise ValueError(f'iters must be >= 1, got {iters}')
+    old = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = iters
+    cfg.default_hooks.checkpoint.interval = iters
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    kept = []
+    for sched in schedulers:
+        sched = copy.deepcopy(sched)
+        begin, end = sched.get('begin', 0), sched.get('end', old)
+        if end >= old:
+            end = iters
+        if begin >= iters or end > iters:
+            continue
+        sched['begin'], sched['end'] = begin, end
+        kept.append(sched)
+    cfg.param_scheduler = kept
+
+
+def _dataloader_dataset(cfg: Config, key: str):
+    dataset = cfg[key]['dataset']
+    # A DistortionSweepDataset wraps the real dataset.
+    return dataset['dataset'] if 'dataset' in dataset else dataset
+
+
+def stage_config(
+    config: str,
+    work_dir: str,
+    data_root: str,
+    profile: BenchmarkProfile,
+    iters: Optional[int],
+    options: Optional[dict] = None,
+) -> Config:
+    """``config`` pointed at ``data_root``, shrunk to ``profile``."""
+    cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(options)
+    set_data_root(cfg, data_root)
+    cfg.work_dir = work_dir
+    if iters is not None:
+        set_schedule(cfg, iters)
+    subsets = (
+        ('train_dataloader', profile.train_images),
+        ('val_dataloader', profile.val_images),
+        ('test_dataloader', profile.val_images),
+    )
+    for key, count in subsets:
+        loader = cfg[key]
+        loader['num_workers'] = profile.num_workers
+        loader['persistent_workers'] = profile.num_workers > 0
+        if count is not None:
+            _dataloader_dataset(cfg, key)['indices'] = count
+    # The benchmark logs little: one line per 25 iterations.
+    cfg.default_hooks.logger.interval = 25
+    return cfg
+
+
+def file_fingerprint(path: str) -> str:
+    """sha256 of a file's bytes (cheap enough for checkpoints of MBs)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StageCache:
+    """Results of finished stages, each in ``work_dir/<stage>/result.json``
+    with the inputs it was computed from; a stage whose inputs changed is
+    run again."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.work_dir = work_dir
+
+    def run(self, stage: str, inputs: dict, fn: Callable[[str], dict]):
+        # As JSON reads it back: tuples become lists.
+        inputs = json.loads(json.dumps(inputs))
+        stage_dir = osp.join(self.work_dir, stage)
+        result_file = osp.join(stage_dir, 'result.json')
+        if osp.isfile(result_file):
+            with open(result_file, encoding='utf-8') as f:
+                cached = json.load(f)
+            if cached.get('inputs') == inputs:
+                _log(f'{stage}: reusing {result_file}')
+                return cached['result']
+        _log(f'{stage}: running')
+        start = time.time()
+        result = fn(stage_dir)
+        result['time_s'] = round(time.time() - start, 1)
+        atomic_write(
+            result_file,
+            json.dumps(dict(inputs=inputs, result=result), indent=2),
+        )
+        return result
+
+
+def _method_entry(report: dict, adaptor_fraction: float, num_gears: int):
+    """The results-file entry of one evaluated method."""
+    return dict(
+        mean_miou=report['mean_distorted'],
+        clean_miou=report['clean'],
+        memory_ratio=1.0 + (num_gears - 1) * adaptor_fraction,
+        adaptor_fraction=adaptor_fraction,
+        levels=report['levels'],
+    )
+
+
+class CamVidBenchmark:
+    """Runs every method of the comparison and writes the results files.
+
+    Args:
+        data_root (str): a CamVid-layout folder (``train``,
+            ``trainannot``, ``val``, ``valannot``).
+        work_dir (str): where stages train, evaluate and cache.
+        configs (dict): config paths: ``base`` (the clean model),
+            ``gearnn`` (gear training), ``mixed`` and ``stability``.
+        profile (BenchmarkProfile | str): how much to run.
+        base_checkpoint (str, optional): a trained base to use instead of
+            training one.
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        work_dir: str,
+        configs: Dict[str, str],
+        profile='full',
+        base_checkpoint: Optional[str] = None,
+    ) -> None:
+        self.data_root = osp.abspath(data_root)
+        for sub in ('train', 'trainannot', SPLIT, SPLIT + 'annot'):
+            if not osp.isdir(osp.join(self.data_root, sub)):
+                raise FileNotFoundError(
+                    f'{data_root} is not a CamVid-layout folder: it lacks '
+                    f'{sub}/ (needs train/, trainannot/, {SPLIT}/ and '
+                    f'{SPLIT}annot/)'
+                )
+        missing = {'base', 'gearnn', 'mixed', 'stability'} - set(configs)
+        if missing:
+            raise ValueError(f'configs lacks {sorted(missing)}')
+        for name, path in configs.items():
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'{name} config not found: {path}')
+        if isinstance(profile, str):
+            if profile not in PROFILES:
+                raise ValueError(
+                    f'unknown profile {profile!r}; choose from '
+                    f'{sorted(PROFILES)}'
+                )
+            self.profile_name, profile = profile, PROFILES[profile]
+        else:
+            self.profile_name = 'custom'
+        if base_checkpoint is not None and not osp.isfile(base_checkpoint):
+            raise FileNotFoundError(
+                f'base checkpoint not found: {base_checkpoint}'
+            )
+        self.profile = profile
+        self.work_dir = work_dir
+        self.configs = configs
+        self.base_checkpoint = base_checkpoint
+        self.cache = StageCache(work_dir)
+        self.timings: Dict[str, float] = {}
+
+    # -- stages -----------------------------------------------------------
+
+    def _cfg(self, key: str, stage_dir: str, iters, options=None) -> Config:
+        return stage_config(
+            self.configs[key],
+            stage_dir,
+            self.data_root,
+            self.profile,
+            iters,
+            options,
+        )
+
+    def _inputs(self, **extra) -> dict:
+        inputs = dict(
+            data_root=self.data_root,
+            profile=asdict(self.profile),
+            base=getattr(self, 'base_sha256', None),
+        )
+        inputs.update(extra)
+        return inputs
+
+    def train_base(self) -> str:
+        """The clean base checkpoint: given, cached or trained."""
+        if self.base_checkpoint is not None:
+            ckpt = self.base_checkpoint
+        else:
+            stage_dir = osp.join(self.work_dir, 'base')
+            cfg = self._cfg('base', stage_dir, self.profile.base_iters)
+            ckpt = train(cfg, stage_dir)
+        self.base_sha256 = file_fingerprint(ckpt)
+        return ckpt
+
+    def evaluate(
+        self, key: str, checkpoint: str, stage_dir: str, options=None
+    ) -> dict:
+        """Per-level report of ``checkpoint`` under config ``key`` plus its
+        memory accounting."""
+        cfg = self._cfg(key, osp.join(stage_dir, 'eval'), None, options)
+        report, model = evaluate_levels(
+            cfg, checkpoint, cfg.work_dir, return_model=True
+        )
+        model = getattr(model, 'module', model)
+        if hasattr(model, 'adaptor_fraction'):
+            fraction = model.adaptor_fraction()
+            num_gears = model.gear_bank.num_gears
+        else:
+            fraction, num_gears = 0.0, 1
+        return _method_entry(report, fraction, num_gears)
+
+    def clean(self, base: str) -> dict:
+        return self.cache.run(
+            'clean',
+            self._inputs(method='clean'),
+            lambda d: self.evaluate('base', base, d),
+        )
+
+    def fine_tuned(self, name: str, key: str, base: str, options=None):
+        """A single model fine-tuned from the base (mixed_aug, stability)."""
+        options = dict(options or {})
+
+        def run(stage_dir):
+            ckpt = train(
+                self._cfg(
+                    key,
+                    stage_dir,
+                    self.profile.iters,
+                    dict(options, load_from=base),
+                ),
+                stage_dir,
+                reuse=False,
+            )
+            return self.evaluate(key, ckpt, stage_dir, options)
+
+        return self.cache.run(
+            name, self._inputs(method=name, options=options), run
+        )
+
+    def gears(self, name: str, base: str, adaptor: str, selection=None):
+        """Gears holding ``adaptor`` ('bn', 'all' or a selection JSON)."""
+        options = {'model.adaptor': adaptor}
+
+        def run(stage_dir):
+            ckpt = train(
+                self._cfg(
+                    'gearnn',
+                    stage_dir,
+                    self.profile.iters,
+                    dict(options, load_from=base),
+                ),
+                stage_dir,
+                reuse=False,
+            )
+            entry = self.evaluate('gearnn', ckpt, stage_dir, options)
+            if selection is not None:
+                entry['selection'] = selection
+            return entry
+
+        return self.cache.run(
+            name,
+            self._inputs(method=name, adaptor=adaptor, selection=selection),
+            run,
+        )
+
+    def select(self, scoring: str, budget: float, base: str) -> dict:
+        """A selection JSON under ``budget`` with ``scoring``."""
+        from ..selection import run_selection_from_config
+
+        stage = f'selection_{scoring}_{budget:g}'
+
+        def run(stage_dir):
+            out = osp.join(stage_dir, 'selection.json')
+            cfg = self._cfg('base', stage_dir, None)
+            record = run_selection_from_config(
+                cfg,
+                base,
+                scoring,
+                config_path=self.configs['base'],
+                budget=budget,
+                steps=self.profile.selection_steps,
+                out=out,
+            )
+            return dict(
+                file=osp.abspath(out),
+                sha256=file_fingerprint(out),
+                num_tensors=len(record['selected']),
+                used_fraction=record['budget']['used_fraction'],
+            )
+
+        return self.cache.run(
+            stage,
+            self._inputs(method='selection', scoring=scoring, budget=budget),
+            run,
+        )
+
+    def selected_gears(self, scoring: str, budget: float, base: str):
+        selection = self.select(scoring, budget, base)
+        name = f'gears_{scoring}_{budget:g}'
+        return self.gears(
+            name,
+            base,
+            selection['file'],
+            selection=dict(
+                scoring=scoring, budget=budget, sha256=selection['sha256']
+            ),
+        )
+
+    # -- the whole run ----------------------------------------------------
+
+    def run(self, command: str = '', repo_dir: str = '.') -> dict:
+        """Run every stage (reusing cached ones) and return the results."""
+        init_default_scope('mmseg')
+        start = time.time()
+        commit = git_commit(repo_dir)  # the code this run starts with
+        profile = self.profile
+        base = self.train_base()
+        methods: Dict[str, dict] = {}
+        methods['clean'] = self.clean(base)
+        methods['mixed_aug'] = self.fine_tuned('mixed_aug', 'mixed', base)
+
+        alpha_grid = {}
+        for alpha in profile.alphas:
+            alpha_grid[alpha] = self.fine_tuned(
+                f'stability_alpha{alpha:g}',
+                'stability',
+                base,
+                {'model.alpha': alpha},
+            )
+        best = max(alpha_grid, key=lambda a: alpha_grid[a]['mean_miou'])
+        methods['stability'] = dict(alpha_grid[best], alpha=best)
+
+        methods['bn_stats'] = self.gears('bn_stats', base, 'bn')
+        methods['full_finetune'] = self.gears('full_finetune', base, 'all')
+
+        for i, scoring in enumerate(profile.scorings):
+            name = 'gearnn' if i == 0 else f'gearnn_{scoring}'
+            methods[name] = self.selected_gears(scoring, profile.budget, base)
+        methods['random_selection'] = self.selected_gears(
+            'random', profile.budget, base
+        )
+
+        curve: Dict[str, Dict[str, dict]] = {}
+        for scoring in profile.curve_scorings:
+            for budget in profile.curve_budgets:
+                entry = self.selected_gears(scoring, budget, base)
+                curve.setdefault(scoring, {})[f'{budget:g}'] = dict(
+                    mean_miou=entry['mean_miou'],
+                    clean_miou=entry['clean_miou'],
+                    adaptor_fraction=entry['adaptor_fraction'],
+                )
+        for scoring in profile.scorings:
+            name = (
+                'gearnn'
+                if scoring == profile.scorings[0]
+                else (f'gearnn_{scoring}')
+            )
+            point = curve.setdefault(scoring, {})
+            point.setdefault(
+                f'{profile.budget:g}',
+                {
+                    k: methods[name][k]
+                    for k in ('mean_miou', 'clean_miou', 'adaptor_fraction')
+                },
+            )
+
+        results = dict(
+            command=command,
+            commit=commit,
+            machine=machine(),
+            wall_time_s=round(time.time() - start, 1),
+            split=SPLIT,
+            data_root=self.data_root,
+            profile=self.profile_name,
+            settings=asdict(profile),
+            base_checkpoint=osp.abspath(base),
+            stability_alpha={
+                f'{a:g}': alpha_grid[a]['mean_miou'] for a in alpha_grid
+            },
+            methods=methods,
+            budget_curve=curve,
+        )
+        results['goals'] = evaluate_goals(results)
+        return results
+
+
+# -- goals and reports ----------------------------------------------------
+
+
+def evaluate_goals(results: dict) -> List[dict]:
+    """Each goal of the comparison as measured: value, target, met, and by
+    how much it is missed."""
+    m = results['methods']
+    gear = m['gearnn']
+    goals = []
+
+    def goal(name: str, value: float, target: float) -> None:
+        goals.append(
+            dict(
+                goal=name,
+                value=round(value, 4),
+                target=target,
+                met=bool(value >= target),
+                short_by=round(max(0.0, target - value), 4),
+            )
+        )
+
+    mean = gear['mean_miou']
+    goal('gearnn - clean (mIoU points)', mean - m['clean']['mean_miou'], 18.0)
+    goal(
+        'gearnn - stability (mIoU points)',
+        mean - m['stability']['mean_miou'],
+        4.8,
+    )
+    goal(
+        'gearnn - mixed_aug (mIoU points)',
+        mean - m['mixed_aug']['mean_miou'],
+        4.8,
+    )
+    goal(
+        'gearnn - full_finetune (mIoU points, within 1)',
+        mean - m['full_finetune']['mean_miou'],
+        -1.0,
+    )
+    goal(
+        'gearnn - bn_stats (mIoU points, above)',
+        mean - m['bn_stats']['mean_miou'],
+        1e-9,
+    )
+    goal(
+        'gearnn - random_selection (mIoU points, above)',
+        mean - m['random_selection']['mean_miou'],
+        1e-9,
+    )
+    goal(
+        '0.2% - gearnn adaptor_fraction (per gear at most 0.2%)',
+        0.002 - gear['adaptor_fraction'],
+        0.0,
+    )
+    goal(
+        'gearnn clean - clean model clean (mIoU points, equal)',
+        -abs(gear['clean_miou'] - m['clean']['clean_miou']),
+        0.0,
+    )
+    return goals
+
+
+def _num(value, digits=2) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def results_markdown(results: dict, png: Optional[str] = None) -> str:
+    """The results file in markdown: provenance, the method table, the
+    per-level table, the budget curve, the stability alphas and the
+    goals."""
+    m = results['methods']
+    lines = [
+        '# Robustness benchmark on CamVid',
+        '',
+        f'- command: `{results["command"]}`',
+        f'- commit: `{results["commit"]}`',
+        f'- machine: {results["machine"]}',
+        f'- wall time: {results["wall_time_s"] / 60:.1f} min '
+        f'(profile `{results["profile"]}`; cached stages count 0)',
+        f'- data: `{results["data_root"]}`, split `{results["split"]}`',
+        f'- base checkpoint: `{results["base_checkpoint"]}`',
+        '',
+        'mIoU in percent; `mean` averages every (type, level) of the '
+        'distortion space; `adaptor` is one gear over the model '
+        '(parameter and buffer bytes); `memory` is everything the method '
+        'holds over the base.',
+        '',
+        '| method | mean | clean | adaptor | memory |',
+        '| --- | ---: | ---: | ---: | ---: |',
+    ]
+    for name, e in m.items():
+        lines.append(
+            f'| {name} | {_num(e["mean_miou"])} | {_num(e["clean_miou"])} '
+            f'| {e["adaptor_fraction"]:.4%} | {e["memory_ratio"]:.4f} |'
+        )
+    lines += ['', '## mIoU per distortion level', '']
+    lines.append(
+        markdown_table(
+            {k: e['levels'] for k, e in m.items()},
+            clean={k: e['clean_miou'] for k, e in m.items()},
+        )
+    )
+    if png:
+        lines += ['', f'![mIoU against level]({png})']
+    lines += [
+        '',
+        '## Budget curve (mean mIoU over all levels)',
+        '',
+    ]
+    budgets = sorted(
+        {b for c in results['budget_curve'].values() for b in c},
+        key=float,
+    )
+    lines.append(
+        '| selection | '
+        + ' | '.join(f'{float(b):.2%}' for b in budgets)
+        + ' |'
+    )
+    lines.append('| --- |' + ' ---: |' * len(budgets))
+    for scoring, points in results['budget_curve'].items():
+        cells = [
+            _num(points[b]['mean_miou']) if b in points else '-'
+            for b in budgets
+        ]
+        lines.append(f'| {scoring} | ' + ' | '.join(cells) + ' |')
+    lines += [
+        '',
+        '## Stability training: alpha chosen on val',
+        '',
+        '| alpha | mean |',
+        '| ---: | ---: |',
+    ]
+    for alpha, mean in results['stability_alpha'].items():
+        lines.append(f'| {alpha} | {_num(mean)} |')
+    lines += [
+        '',
+        '## Goals',
+        '',
+        '| goal | measured | target | met | short by |',
+        '| --- | ---: | ---: | --- | ---: |',
+    ]
+    for g in results['goals']:
+        lines.append(
+            f'| {g["goal"]} | {g["value"]:.4g} | {g["target"]:g} | '
+            f'{"yes" if g["met"] else "no"} | {g["short_by"]:.4g} |'
+        )
+    return '\n'.join(lines) + '\n'
+
+
+def write_results(results: dict, out_dir: str, name: str) -> Dict[str, str]:
+    """``name.json``, ``name.md`` and ``name.png`` in ``out_dir``."""
+    m = results['methods']
+    png = plot_miou_vs_level(
+        {k: e['levels'] for k, e in m.items()},
+        osp.join(out_dir, f'{name}.png'),
+        clean={k: e['clean_miou'] for k, e in m.items()},
+    )
+    paths = dict(
+        json=atomic_write(
+            osp.join(out_dir, f'{name}.json'), json.dumps(results, indent=2)
+        ),
+        md=atomic_write(
+            osp.join(out_dir, f'{name}.md'),
+            results_markdown(results, osp.basename(png)),
+        ),
+        png=png,
+    )
+    return paths
+
+
+def check_results_schema(results: dict, methods: Sequence[str] = None):
+    """Raise ValueError unless ``results`` has the documented shape."""
+    methods = REQUIRED_METHODS if methods is None else methods
+    for key, kind in (
+        ('command', str),
+        ('commit', str),
+        ('wall_time_s', float),
+        ('split', str),
+        ('methods', dict),
+    ):
+        if not isinstance(results.get(key), kind):
+            raise ValueError(f'results[{key!r}] must be a {kind.__name__}')
+    for name in methods:
+        entry = results['methods'].get(name)
+        if entry is None:
+            raise ValueError(f'results lack method {name!r}')
+        for key in (
+            'mean_miou',
+            'clean_miou',
+            'memory_ratio',
+            'adaptor_fraction',
+        ):
+            if not isinstance(entry.get(key), (int, float)):
+                raise ValueError(f'{name}.{key} must be a number')
+        if not entry['levels']:
+            raise ValueError(f'{name}.levels is empty')

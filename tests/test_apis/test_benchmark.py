@@ -1,0 +1,230 @@
+"""The CamVid robustness benchmark: its pieces on synthetic inputs, and the
+``--quick`` command end to end on a CamVid-layout folder of real frames."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from mmseg_gearnn.apis.benchmark import (
+    REQUIRED_METHODS,
+    CamVidBenchmark,
+    StageCache,
+    check_results_schema,
+    evaluate_goals,
+    results_markdown,
+    set_schedule,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_CONFIG = (
+    REPO_ROOT
+    / 'configs/gearnn/deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-'
+    '240x320.py'
+)
+
+
+def _entry(mean, clean=50.0, fraction=0.0, gears=1):
+    return dict(
+        mean_miou=mean,
+        clean_miou=clean,
+        memory_ratio=1.0 + (gears - 1) * fraction,
+        adaptor_fraction=fraction,
+        levels={'jpeg': {'10': mean + 1, '5': mean - 1}},
+    )
+
+
+def _results(**means):
+    methods = {name: _entry(30.0) for name in REQUIRED_METHODS}
+    for name, mean in means.items():
+        methods[name] = _entry(mean)
+    methods['gearnn']['adaptor_fraction'] = 0.0019
+    return dict(
+        command='python benchmarks/camvid.py DIR',
+        commit='abc',
+        machine='test',
+        wall_time_s=1.0,
+        split='val',
+        data_root='DIR',
+        profile='quick',
+        base_checkpoint='base.pth',
+        stability_alpha={'0.3': 30.0},
+        methods=methods,
+        budget_curve={
+            'fisher': {'0.002': dict(mean_miou=31.0)},
+            'random': {'0.01': dict(mean_miou=29.0)},
+        },
+    )
+
+
+def test_set_schedule_shortens_every_part():
+    cfg = Config.fromfile(BASE_CONFIG)
+    set_schedule(cfg, 100)
+    assert cfg.train_cfg.max_iters == 100
+    assert cfg.train_cfg.val_interval == 100
+    assert cfg.default_hooks.checkpoint.interval == 100
+    # the 30-iteration warm-up stays, the poly decay now ends at 100
+    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [
+        ('LinearLR', 0, 30),
+        ('PolyLR', 30, 100),
+    ]
+    set_schedule(cfg, 10)
+    # a warm-up longer than the run is dropped, not cut into a broken one
+    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == []
+    with pytest.raises(ValueError, match='iters'):
+        set_schedule(cfg, 0)
+
+
+def test_goals_report_margins():
+    results = _results(gearnn=50.0, clean=30.0, stability=46.0)
+    results['methods']['full_finetune']['mean_miou'] = 50.5
+    goals = {g['goal'].split(' (')[0]: g for g in evaluate_goals(results)}
+    over_clean = goals['gearnn - clean']
+    assert over_clean['value'] == pytest.approx(20.0)
+    assert over_clean['met'] and over_clean['short_by'] == 0
+    over_stability = goals['gearnn - stability']
+    assert not over_stability['met']
+    assert over_stability['short_by'] == pytest.approx(0.8)
+    assert goals['gearnn - full_finetune']['met']  # 0.5 below, within 1
+    assert goals['0.2% - gearnn adaptor_fraction']['met']
+    # GearNN's clean gear must equal the clean model on clean frames
+    assert goals['gearnn clean - clean model clean']['met']
+    results['methods']['gearnn']['clean_miou'] = 49.0
+    goals = {g['goal'].split(' (')[0]: g for g in evaluate_goals(results)}
+    assert goals['gearnn clean - clean model clean']['short_by'] == 1.0
+
+
+def test_markdown_lists_every_method_and_budget():
+    results = _results(gearnn=50.0)
+    results['goals'] = evaluate_goals(results)
+    text = results_markdown(results, 'camvid.png')
+    for name in REQUIRED_METHODS:
+        assert f'| {name} |' in text
+    assert '| selection | 0.20% | 1.00% |' in text
+    assert '| fisher | 31.00 | - |' in text
+    assert '| random | - | 29.00 |' in text
+    assert 'python benchmarks/camvid.py DIR' in text
+
+
+def test_schema_check_names_what_is_missing():
+    results = _results()
+    check_results_schema(results)
+    del results['methods']['random_selection']
+    with pytest.raises(ValueError, match='random_selection'):
+        check_results_schema(results)
+    results = _results()
+    results['methods']['gearnn']['memory_ratio'] = None
+    with pytest.raises(ValueError, match='gearnn.memory_ratio'):
+        check_results_schema(results)
+
+
+def test_stage_cache_reuses_and_reruns_on_new_inputs(tmp_path):
+    cache = StageCache(str(tmp_path))
+    calls = []
+
+    def stage(stage_dir):
+        calls.append(stage_dir)
+        return dict(value=len(calls))
+
+    inputs = dict(budget=0.002, budgets=(0.001, 0.01))
+    assert cache.run('s', inputs, stage)['value'] == 1
+    assert cache.run('s', inputs, stage)['value'] == 1  # cached
+    assert len(calls) == 1
+    assert cache.run('s', dict(inputs, budget=0.01), stage)['value'] == 2
+
+
+def test_bad_folder_and_profile_are_named(tmp_path):
+    configs = dict(
+        base=str(BASE_CONFIG),
+        gearnn=str(BASE_CONFIG),
+        mixed=str(BASE_CONFIG),
+        stability=str(BASE_CONFIG),
+    )
+    (tmp_path / 'train').mkdir()
+    with pytest.raises(FileNotFoundError, match='trainannot'):
+        CamVidBenchmark(str(tmp_path), str(tmp_path / 'w'), configs)
+    for sub in ('trainannot', 'val', 'valannot'):
+        (tmp_path / sub).mkdir()
+    with pytest.raises(ValueError, match='unknown profile'):
+        CamVidBenchmark(
+            str(tmp_path), str(tmp_path / 'w'), configs, profile='huge'
+        )
+    with pytest.raises(FileNotFoundError, match='base checkpoint'):
+        CamVidBenchmark(
+            str(tmp_path),
+            str(tmp_path / 'w'),
+            configs,
+            base_checkpoint=str(tmp_path / 'none.pth'),
+        )
+
+
+def _renamed_camvid(camvid_root: Path, dst: Path) -> Path:
+    """A CamVid-layout folder of symbolic links with new names: a few
+    training frames, and val frames the benchmark's val never had."""
+    train = sorted(os.listdir(camvid_root / 'train'))
+    val = sorted(os.listdir(camvid_root / 'val'))
+    picks = dict(train=(train[:8], 'train'), val=(val[-3:], 'val'))
+    for split, (names, src) in picks.items():
+        for sub, src_sub in ((split, src), (f'{split}annot', f'{src}annot')):
+            (dst / sub).mkdir(parents=True)
+            for i, name in enumerate(names):
+                os.symlink(
+                    camvid_root / src_sub / name, dst / sub / f'f{i:02d}.png'
+                )
+    return dst
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
+    data = _renamed_camvid(camvid_root, tmp_path / 'other_camvid')
+    work_dir = tmp_path / 'work'
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / 'benchmarks/camvid.py'),
+        str(data),
+        '--quick',
+        '--work-dir',
+        str(work_dir),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1200, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((work_dir / 'camvid_quick.json').read_text())
+    check_results_schema(results)
+    assert results['split'] == 'val'
+    assert results['data_root'] == str(data)
+    methods = results['methods']
+    space = Config.fromfile(BASE_CONFIG).distortion_space.distortions
+    for name, entry in methods.items():
+        assert list(entry['levels']) == list(space), name
+        for dtype, levels in space.items():
+            assert list(entry['levels'][dtype]) == [str(v) for v in levels]
+    # one model for all levels vs one gear per distortion level
+    num_levels = sum(len(v) for v in space.values())
+    for name in ('clean', 'mixed_aug', 'stability'):
+        assert methods[name]['memory_ratio'] == 1.0
+    assert methods['full_finetune']['adaptor_fraction'] == pytest.approx(1.0)
+    assert methods['full_finetune']['memory_ratio'] == pytest.approx(
+        1.0 + num_levels
+    )
+    assert 0 < methods['gearnn']['adaptor_fraction'] <= 0.002
+    # the clean gear is the base itself
+    assert methods['gearnn']['clean_miou'] == methods['clean']['clean_miou']
+    assert set(results['budget_curve']) >= {'fisher', 'random'}
+    assert (work_dir / 'camvid_quick.md').read_text().startswith('# ')
+    assert (work_dir / 'camvid_quick.png').stat().st_size > 0
+
+    # A second run reuses every stage: nothing is trained again.
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert ': running' not in proc.stdout + proc.stderr
+    again = json.loads((work_dir / 'camvid_quick.json').read_text())
+    assert again['methods'] == results['methods']
