@@ -104,6 +104,7 @@ PROFILES = {
         base_iters=6,
         train_images=8,
         val_images=2,
+        scorings=('fisher',),
         curve_budgets=(0.002, 0.01),
         alphas=(1.0,),
         selection_steps=1,

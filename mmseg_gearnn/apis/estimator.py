@@ -46,8 +46,10 @@ def raw_image_dataset(dataset_cfg: dict) -> dict:
     ``ConcatDataset`` keeps its parts, each rewritten. The pipeline of a
     :class:`ProceduralStreetDataset` (which hands over loaded images)
     becomes ``[]``; any other dataset's becomes
-    ``[LoadCheckedImageFromFile]``. So no distortion, crop or resize
-    transform of a training pipeline reaches the images.
+    ``[LoadCheckedImageFromFile]`` plus the fixed ``Resize`` steps its
+    pipeline runs before distorting. So no distortion, crop or random
+    resize of a training pipeline reaches the images, and a test pipeline's
+    resolution does.
 
     Args:
         dataset_cfg (dict): e.g. ``cfg.train_dataloader.dataset``.
@@ -70,8 +72,35 @@ def raw_image_dataset(dataset_cfg: dict) -> dict:
     if isinstance(cls, type) and issubclass(cls, ProceduralStreetDataset):
         cfg['pipeline'] = []
     else:
-        cfg['pipeline'] = [dict(type='LoadCheckedImageFromFile')]
+        cfg['pipeline'] = [dict(type='LoadCheckedImageFromFile')] + (
+            _resizes_before_distortion(cfg.get('pipeline') or [])
+        )
     return cfg
+
+
+# Transforms that distort (or pair a distorted copy); what follows them never
+# reaches the estimator's images.
+_DISTORTING = (
+    'FixedDistortion',
+    'RandomDistortion',
+    'RequestedDistortion',
+    'PairedDistortion',
+    'CompoundDistortion',
+)
+
+
+def _resizes_before_distortion(pipeline: Sequence[dict]) -> List[dict]:
+    """The fixed ``Resize`` steps that run before the first distortion of
+    a pipeline: a test pipeline that resizes frames before distorting them
+    (the CamVid configs) shows the estimator the same scale."""
+    kept = []
+    for step in pipeline:
+        kind = step.get('type') if isinstance(step, dict) else None
+        if kind in _DISTORTING:
+            break
+        if kind == 'Resize':
+            kept.append(copy.deepcopy(dict(step)))
+    return kept
 
 
 def _item_image(item: Any, index: int) -> np.ndarray:

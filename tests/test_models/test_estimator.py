@@ -354,6 +354,25 @@ def test_raw_image_dataset_rewrites_pipelines():
         [dict(type='LoadCheckedImageFromFile')],
     ]
 
+    # A fixed resize before the distortion stays (the images the distortion
+    # sees at test time); resizes after it and random ones go.
+    resize = dict(type='Resize', scale=(320, 240), keep_ratio=True)
+    test_pipeline = [
+        dict(type='LoadCheckedImageFromFile'),
+        resize,
+        dict(type='RandomResize', scale=(64, 64), ratio_range=(0.5, 2.0)),
+        dict(type='RequestedDistortion', space=TINY_SPACE),
+        dict(type='Resize', scale=(16, 16)),
+        dict(type='PackSegInputs'),
+    ]
+    camvid_test = dict(
+        type='CamVidDataset', data_root='x', pipeline=test_pipeline
+    )
+    assert raw_image_dataset(camvid_test)['pipeline'] == [
+        dict(type='LoadCheckedImageFromFile'),
+        resize,
+    ]
+
     # A config is rewritten; an already built distorting dataset refuses.
     images = clean_images(procedural, 2, seed=0)
     assert all(
