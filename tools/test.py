@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root, skip_bad_files
+from mmseg_gearnn.utils import set_data_root, setup_dist_train, skip_bad_files
 
 
 def parse_args() -> argparse.Namespace:
@@ -148,6 +148,9 @@ def main() -> None:
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+
+    # join the process group (also without CUDA)
+    setup_dist_train(cfg)
 
     runner = Runner.from_cfg(cfg)
     runner.test()

@@ -310,3 +310,44 @@ def test_dist_select_script_calls_torchrun():
         '--checkpoint',
         'b.pth',
     ]
+
+
+TEST_CONFIG = """
+_base_ = [{train!r}]
+test_dataloader = dict(
+    batch_size=1, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='ProceduralStreetDataset', num_samples=4, img_size=(32, 32),
+        seed=1, test_mode=True,
+        pipeline=[dict(type='PackSegInputs', meta_keys=_base_.meta_keys)]))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
+"""
+
+
+def _test_miou(setup, nproc: int) -> str:
+    config = setup['root'] / 'test_fcn-tiny_procedural-32x32.py'
+    config.write_text(TEST_CONFIG.format(train=str(setup['config'])))
+    proc = _run(
+        [
+            str(TOOLS / 'test.py'),
+            str(config),
+            str(setup['base']),
+            '--work-dir',
+            str(setup['root'] / f'test_{nproc}'),
+        ],
+        cwd=setup['root'],
+        nproc=nproc,
+    )
+    assert proc.returncode == 0, _show(proc)
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if 'mIoU: ' in line]
+    assert lines, _show(proc)
+    return lines[-1].split('mIoU: ')[1].split()[0]
+
+
+def test_dist_test_matches_single_process(setup):
+    # tools/test.py on two CPU ranks: each evaluates half of the frames and
+    # the metric gathers them into the single-process result.
+    assert _test_miou(setup, nproc=2) == _test_miou(setup, nproc=1)
