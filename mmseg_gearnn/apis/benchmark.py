@@ -330,10 +330,18 @@ class CamVidBenchmark:
         )
 
     def _inputs(self, **extra) -> dict:
+        """What a stage's result depends on: the data, the base, the
+        profile's settings that every stage shares, and ``extra``; lists of
+        other stages (budgets, scorings, alphas) stay out, so that adding a
+        budget reruns nothing else."""
+        p = self.profile
         inputs = dict(
             data_root=self.data_root,
-            profile=asdict(self.profile),
             base=getattr(self, 'base_sha256', None),
+            iters=p.iters,
+            train_images=p.train_images,
+            val_images=p.val_images,
+            num_workers=p.num_workers,
         )
         inputs.update(extra)
         return inputs
@@ -447,7 +455,12 @@ class CamVidBenchmark:
 
         return self.cache.run(
             stage,
-            self._inputs(method='selection', scoring=scoring, budget=budget),
+            self._inputs(
+                method='selection',
+                scoring=scoring,
+                budget=budget,
+                steps=self.profile.selection_steps,
+            ),
             run,
         )
 
