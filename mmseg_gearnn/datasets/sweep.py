@@ -2,7 +2,7 @@
 
 import copy
 import logging
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import print_log
@@ -14,6 +14,7 @@ from ..distortions import (
     DistortionSpace,
     RequestedDistortion,
     build_space,
+    compound_record,
 )
 
 
@@ -41,6 +42,11 @@ class DistortionSweepDataset:
         ...         dict(type='PackSegInputs', meta_keys=(..., 'distortion'))
         ...     ])))
 
+    Compound distortions (``compounds``) come after the space's entries,
+    each requested as ``dict(components=[dict(type, level), ...])``, which
+    :class:`RequestedDistortion` applies in order and records as
+    :func:`~mmseg_gearnn.distortions.space.compound_record` does.
+
     Args:
         dataset (dict | BaseDataset): The dataset (or its config) to sweep;
             its pipeline must contain a :class:`RequestedDistortion`.
@@ -49,6 +55,12 @@ class DistortionSweepDataset:
             :class:`RequestedDistortion`. If given, every (type, level) must
             have the same gear id in both.
         include_clean (bool): Sweep the clean gear too. Defaults to True.
+        compounds (Sequence, optional): compound distortions to sweep too,
+            each a list of ``dict(type, level)`` or ``(type, level)``
+            applied in order. Defaults to None.
+        include_levels (bool): Sweep the space's (type, level) entries.
+            False sweeps only the clean gear (with ``include_clean``) and
+            the compounds. Defaults to True.
         lazy_init (bool): Defer initialising the wrapped dataset.
             Defaults to False.
 
@@ -62,6 +74,8 @@ class DistortionSweepDataset:
         dataset: Union[dict, BaseDataset],
         space: Optional[Union[dict, DistortionSpace]] = None,
         include_clean: bool = True,
+        compounds: Optional[Sequence] = None,
+        include_levels: bool = True,
         lazy_init: bool = False,
     ) -> None:
         if isinstance(dataset, dict):
@@ -75,10 +89,20 @@ class DistortionSweepDataset:
         requested = self._find_requested_distortion(dataset)
         self.space = requested.space if space is None else build_space(space)
         self.include_clean = include_clean
-        self.entries: List[Tuple[int, str, Optional[float]]] = (
-            self.space.gears() if include_clean else self.space.gears()[1:]
-        )
+        self.include_levels = include_levels
+        gears = self.space.gears()
+        self.entries: List[Tuple[Optional[int], str, Optional[float]]] = (
+            gears[:1] if include_clean else []
+        ) + (gears[1:] if include_levels else [])
         self._check_same_gears(requested.space)
+        # Compound entries: gear None, the record's joined type and level.
+        self.compounds = [compound_record(c) for c in compounds or []]
+        self.entries += [(None, c['type'], c['level']) for c in self.compounds]
+        if not self.entries:
+            raise ValueError(
+                'the sweep is empty: include the clean gear, the levels or '
+                'some compounds'
+            )
         self._warn_if_distortion_not_packed(dataset)
         self._metainfo = dataset.metainfo
         self._fully_initialized = False
@@ -157,8 +181,11 @@ class DistortionSweepDataset:
         return self._ori_len * len(self.entries)
 
     @force_full_init
-    def distortion_of(self, idx: int) -> Tuple[int, int, str, Optional[float]]:
-        """(sample index, gear, type, level) of item ``idx``.
+    def distortion_of(
+        self, idx: int
+    ) -> Tuple[int, Optional[int], str, Optional[float]]:
+        """(sample index, gear, type, level) of item ``idx``; a compound
+        has gear None and its record's joined type and level.
 
         Args:
             idx (int): Index into the sweep (negative counts from the end).
@@ -184,13 +211,19 @@ class DistortionSweepDataset:
         Returns:
             dict: Data info with ``distortion_request = dict(type, level)``.
         """
-        sample, _, dtype, level = self.distortion_of(idx)
+        sample, gear, dtype, level = self.distortion_of(idx)
         info = self.dataset.get_data_info(sample)
-        info['distortion_request'] = (
-            dict(type=CLEAN)
-            if dtype == CLEAN
-            else dict(type=dtype, level=level)
-        )
+        if gear is None:
+            entry = (idx % len(self)) // self._ori_len
+            compound = self.compounds[
+                entry - (len(self.entries) - len(self.compounds))
+            ]
+            request = dict(components=compound['components'])
+        elif dtype == CLEAN:
+            request = dict(type=CLEAN)
+        else:
+            request = dict(type=dtype, level=level)
+        info['distortion_request'] = request
         return info
 
     def __getitem__(self, idx: int) -> dict:
@@ -216,5 +249,7 @@ class DistortionSweepDataset:
         return (
             f'{self.__class__.__name__}(dataset='
             f'{type(self.dataset).__name__}, space={self.space!r}, '
-            f'include_clean={self.include_clean})'
+            f'include_clean={self.include_clean}, '
+            f'include_levels={self.include_levels}, '
+            f'compounds={len(self.compounds)})'
         )

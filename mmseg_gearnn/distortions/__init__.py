@@ -8,8 +8,16 @@ from .functional import (
     psnr,
     resolution,
 )
-from .space import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
+from .space import (
+    CLEAN,
+    CLEAN_GEAR,
+    COMPOUND_SEPARATOR,
+    DistortionSpace,
+    build_space,
+    compound_record,
+)
 from .transforms import (
+    CompoundDistortion,
     FixedDistortion,
     PairedDistortion,
     RandomDistortion,
@@ -27,8 +35,11 @@ __all__ = [
     'resolution',
     'CLEAN',
     'CLEAN_GEAR',
+    'COMPOUND_SEPARATOR',
     'DistortionSpace',
     'build_space',
+    'compound_record',
+    'CompoundDistortion',
     'FixedDistortion',
     'PairedDistortion',
     'RandomDistortion',

@@ -13,6 +13,8 @@ from .functional import KERNELS
 
 CLEAN = 'clean'
 CLEAN_GEAR = 0
+# Joins the component types (and levels) of a compound distortion's name.
+COMPOUND_SEPARATOR = '+'
 
 
 class DistortionSpace:
@@ -94,15 +96,27 @@ class DistortionSpace:
                 f'distortion space; its types are {self.types}'
             )
 
-    def resolve_level(self, distortion_type: str, level: float):
-        """The listed level equal to ``level`` (or nearest, if snapping)."""
+    def listed_level(self, distortion_type: str, level: float):
+        """The listed level equal to ``level`` (up to float rounding), or
+        None where the type lists no such level (never snaps)."""
         self._check_type(distortion_type)
-        levels = self.distortions[distortion_type]
-        for listed in levels:
+        if level is None:
+            raise ValueError(
+                f'distortion type {distortion_type!r} needs a level'
+            )
+        for listed in self.distortions[distortion_type]:
             if math.isclose(
                 float(listed), float(level), rel_tol=1e-6, abs_tol=1e-9
             ):
                 return listed
+        return None
+
+    def resolve_level(self, distortion_type: str, level: float):
+        """The listed level equal to ``level`` (or nearest, if snapping)."""
+        listed = self.listed_level(distortion_type, level)
+        if listed is not None:
+            return listed
+        levels = self.distortions[distortion_type]
         if self.snap == 'nearest':
             return min(levels, key=lambda lv: abs(float(lv) - float(level)))
         raise ValueError(
@@ -117,6 +131,53 @@ class DistortionSpace:
             return CLEAN_GEAR
         level = self.resolve_level(distortion_type, level)
         return self._gears.index((distortion_type, level))
+
+    def bracketing_gears(
+        self, distortion_type: str, level
+    ) -> List[Tuple[int, float]]:
+        """The gears whose levels bracket ``level``, with linear weights.
+
+        The weights are linear in the level's own scale (JPEG quality,
+        brightness factor, noise sigma...), whatever order the type lists
+        its levels in:
+
+        - a listed level: ``[(its gear, 1.0)]``;
+        - a level between two listed levels ``a`` and ``b`` (adjacent in
+          value): ``[(gear_a, w_a), (gear_b, w_b)]`` in gear order, with
+          ``w_a = (b - level) / (b - a)`` and ``w_b = 1 - w_a``, so the
+          closer level weighs more and the weights sum to 1;
+        - a level beyond the listed range: ``[(gear of the nearest end,
+          1.0)]``.
+
+        ``'clean'`` gives ``[(0, 1.0)]``. The space's ``snap`` plays no
+        part: this is the alternative to snapping.
+
+        Example:
+            >>> space = DistortionSpace(dict(jpeg=[20, 10, 5]))
+            >>> space.bracketing_gears('jpeg', 8)
+            [(2, 0.6), (3, 0.4)]
+        """
+        if distortion_type == CLEAN:
+            return [(CLEAN_GEAR, 1.0)]
+        listed = self.listed_level(distortion_type, level)
+        if listed is not None:
+            return [(self.gear_id(distortion_type, listed), 1.0)]
+        value = float(level)
+        ordered = sorted(
+            self.distortions[distortion_type], key=lambda lv: float(lv)
+        )
+        if value <= float(ordered[0]) or value >= float(ordered[-1]):
+            end = ordered[0] if value <= float(ordered[0]) else ordered[-1]
+            return [(self.gear_id(distortion_type, end), 1.0)]
+        for low, high in zip(ordered, ordered[1:]):
+            if float(low) < value < float(high):
+                break
+        w_low = (float(high) - value) / (float(high) - float(low))
+        pairs = [
+            (self.gear_id(distortion_type, low), w_low),
+            (self.gear_id(distortion_type, high), 1.0 - w_low),
+        ]
+        return sorted(pairs)
 
     def level_of(self, gear: int) -> Tuple[str, Optional[float]]:
         """The (type, level) of a gear id."""
@@ -159,6 +220,42 @@ class DistortionSpace:
             f'{self.__class__.__name__}(distortions='
             f'{dict(self.distortions)}, snap={self.snap!r})'
         )
+
+
+def compound_record(components: Sequence) -> dict:
+    """The ``distortion`` record of several distortions applied in order.
+
+    ``components`` is a list of ``dict(type, level)`` (or ``(type,
+    level)`` pairs), in the order they were applied. The record keeps them
+    under ``components``; its ``type`` and ``level`` name the compound (the
+    component types and levels joined by ``'+'``, e.g. ``'brightness+jpeg'``
+    and ``'0.1+5'``) so that a metric groups and a log prints it as one
+    condition; its ``gear`` is None: a compound is no gear of any table,
+    and the model picks its gear(s) from the components (see
+    ``GearNNSegmentor``'s ``compound_routing``).
+    """
+    parts = []
+    for component in components:
+        if isinstance(component, dict):
+            dtype, level = component.get('type'), component.get('level')
+        else:
+            dtype, level = component
+        if dtype not in KERNELS:
+            raise ValueError(
+                f'unknown distortion type {dtype!r} in a compound; known '
+                f'types: {sorted(KERNELS)}'
+            )
+        if level is None:
+            raise ValueError(f'compound component {dtype!r} needs a level')
+        parts.append(dict(type=dtype, level=level))
+    if not parts:
+        raise ValueError('a compound distortion needs at least one component')
+    return dict(
+        type=COMPOUND_SEPARATOR.join(p['type'] for p in parts),
+        level=COMPOUND_SEPARATOR.join(str(p['level']) for p in parts),
+        gear=None,
+        components=parts,
+    )
 
 
 def build_space(space) -> DistortionSpace:

@@ -3,6 +3,14 @@
 Each writes ``results['distortion'] = dict(type, level, gear)``; add
 ``'distortion'`` to ``PackSegInputs``'s ``meta_keys`` to carry it into
 ``data_sample.metainfo``. Labels are never touched.
+
+``gear`` is the gear id in the transform's own distortion space. A model
+checks it against its gear table only for a level that table lists, and
+routes any other level by (type, level); a transform built on another space
+whose levels may also be in the model's table (a measurement space) should
+be given ``record_gear=False``, so that its records carry no gear of a
+foreign table. :class:`CompoundDistortion` applies several distortions and
+records them all (see :func:`~mmseg_gearnn.distortions.space.compound_record`).
 """
 
 from typing import Optional, Sequence
@@ -13,14 +21,15 @@ from mmcv.transforms.utils import cache_randomness
 from mmseg.registry import TRANSFORMS
 
 from .functional import KERNELS, distort
-from .space import CLEAN, build_space
+from .space import CLEAN, build_space, compound_record
 
 
 class _DistortionTransform(BaseTransform):
     """Shared part: the distortion space and applying one distortion."""
 
-    def __init__(self, space) -> None:
+    def __init__(self, space, record_gear: bool = True) -> None:
         self.space = build_space(space)
+        self.record_gear = record_gear
 
     @cache_randomness
     def _noise_seed(self) -> int:
@@ -35,6 +44,24 @@ class _DistortionTransform(BaseTransform):
             results['img'] = distort(
                 results['img'], distortion_type, record['level'], rng
             )
+        if not self.record_gear:
+            record['gear'] = None
+        results['distortion'] = record
+        return results
+
+    def _apply_compound(self, results: dict, components) -> dict:
+        """Applies every component in order, each at its level as given
+        (a compound is no gear of the space, so its levels are not
+        resolved against it)."""
+        record = compound_record(components)
+        img = results['img']
+        for component in record['components']:
+            dtype = component['type']
+            rng = None
+            if KERNELS[dtype][2]:
+                rng = np.random.default_rng(self._noise_seed())
+            img = distort(img, dtype, component['level'], rng)
+        results['img'] = img
         results['distortion'] = record
         return results
 
@@ -59,10 +86,14 @@ class FixedDistortion(_DistortionTransform):
         space (dict | DistortionSpace): the distortion space.
         distortion_type (str): a type of the space, or ``'clean'``.
         level (float, optional): a level of that type (ignored for clean).
+        record_gear (bool): record the gear id of ``space``; False records
+            ``gear=None`` (see the module docstring).
     """
 
-    def __init__(self, space, distortion_type: str, level=None) -> None:
-        super().__init__(space)
+    def __init__(
+        self, space, distortion_type: str, level=None, record_gear=True
+    ) -> None:
+        super().__init__(space, record_gear)
         # Validates now, not at the first image.
         record = self.space.record(distortion_type, level)
         self.distortion_type = distortion_type
@@ -166,7 +197,9 @@ class RequestedDistortion(_DistortionTransform):
     ``results['distortion_request'] = dict(type, level)`` (clean if absent).
 
     Used by :class:`DistortionSweepDataset` to evaluate every (type, level)
-    with one pipeline.
+    with one pipeline. A request ``dict(components=[dict(type, level),
+    ...])`` applies a compound distortion, as :class:`CompoundDistortion`
+    does.
 
     Required Keys:
 
@@ -183,10 +216,17 @@ class RequestedDistortion(_DistortionTransform):
 
     Args:
         space (dict | DistortionSpace): the distortion space.
+        record_gear (bool): record the gear id of ``space``; False records
+            ``gear=None`` (see the module docstring).
     """
+
+    def __init__(self, space, record_gear: bool = True) -> None:
+        super().__init__(space, record_gear)
 
     def transform(self, results: dict) -> dict:
         request = results.pop('distortion_request', None) or dict(type=CLEAN)
+        if request.get('components'):
+            return self._apply_compound(results, request['components'])
         return self._apply(results, request['type'], request.get('level'))
 
     def __repr__(self) -> str:
@@ -246,3 +286,61 @@ class PairedDistortion(RandomDistortion):
         results['distorted_img'] = copy
         results['paired_distortion'] = paired['distortion']
         return results
+
+
+@TRANSFORMS.register_module()
+class CompoundDistortion(_DistortionTransform):
+    """Distort every image with several distortions, one after the other
+    (e.g. a dark frame that is then JPEG-compressed).
+
+    Each component is applied at its level as given: a compound is no gear
+    of any gear table, so no distortion space is involved; the model
+    resolves each component's level against its own table when it routes
+    (``GearNNSegmentor``'s ``compound_routing``).
+
+    Required Keys:
+
+    - img
+
+    Modified Keys:
+
+    - img
+
+    Added Keys:
+
+    - distortion (dict): ``components`` (``dict(type, level)`` in the order
+      applied), ``type`` and ``level`` naming the compound (joined by
+      ``'+'``) and ``gear=None``; see
+      :func:`~mmseg_gearnn.distortions.space.compound_record`.
+
+    A ``DistortionIoUMetric`` groups such samples by the compound's name
+    when it is built without a space (with one, a name outside the space is
+    an error).
+
+    Args:
+        components (Sequence): ``dict(type, level)`` or ``(type, level)``
+            pairs, applied in this order.
+
+    Example:
+        >>> dict(type='CompoundDistortion',
+        ...      components=[dict(type='brightness', level=0.1),
+        ...                  dict(type='jpeg', level=5)])
+    """
+
+    def __init__(self, components: Sequence) -> None:
+        # Validates now, not at the first image.
+        self.components = compound_record(components)['components']
+        probe = np.zeros((2, 2, 3), dtype=np.uint8)
+        for component in self.components:
+            distort(
+                probe,
+                component['type'],
+                component['level'],
+                np.random.default_rng(0),
+            )
+
+    def transform(self, results: dict) -> dict:
+        return self._apply_compound(results, self.components)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(components={self.components!r})'

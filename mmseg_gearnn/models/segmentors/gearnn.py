@@ -2,10 +2,11 @@
 level (a gear), switched per input."""
 
 import json
+import math
 import os
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmseg.registry import MODELS
@@ -14,7 +15,7 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...distortions import CLEAN_GEAR, build_space
+from ...distortions import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
 from ..gear_bank import (
     GearBank,
     adapted_bn_layers,
@@ -24,7 +25,39 @@ from ..gear_bank import (
 )
 from .wrapper import SegmentorWrapper
 
-ROUTING_POLICIES = ('metadata', 'estimate', 'checked')
+ROUTING_POLICIES = ('metadata', 'estimate', 'checked', 'default')
+LEVEL_ROUTING = ('nearest', 'interpolate')
+COMPOUND_ROUTING = ('dominant', 'first', 'blend')
+
+# Where a sample runs: one gear id, or a blend of gears as
+# ((gear, weight), ...) in gear order, weights summing to 1.
+Blend = Tuple[Tuple[int, float], ...]
+Route = Union[int, Blend]
+
+
+def as_route(pairs: Sequence[Tuple[int, float]]) -> Route:
+    """The route of weighted gears: the same gears merged, zero weights
+    dropped, a single gear as its id, else a :data:`Blend` in gear order
+    (weights normalised to sum to 1)."""
+    merged: Dict[int, float] = {}
+    for gear, weight in pairs:
+        if weight < 0:
+            raise ValueError(f'gear {gear} has a negative weight {weight}')
+        if weight > 0:
+            merged[gear] = merged.get(gear, 0.0) + float(weight)
+    if not merged:
+        raise ValueError(f'no gear has a positive weight in {list(pairs)}')
+    if len(merged) == 1:
+        return next(iter(merged))
+    total = sum(merged.values())
+    return tuple((g, w / total) for g, w in sorted(merged.items()))
+
+
+def heaviest_gear(route: Route) -> int:
+    """The gear of a route that weighs most (the lower id on a tie)."""
+    if isinstance(route, tuple):
+        return max(route, key=lambda pair: (pair[1], -pair[0]))[0]
+    return route
 
 
 @MODELS.register_module()
@@ -62,8 +95,27 @@ class GearNNSegmentor(SegmentorWrapper):
             base (see :meth:`save_gears`).
         estimator (str, optional): a distortion estimator file
             (``tools/train_estimator.py``) for inputs without metadata.
-        routing (str): ``'metadata'``, ``'estimate'`` or ``'checked'`` (see
-            :meth:`route`).
+        routing (str): ``'metadata'``, ``'estimate'``, ``'checked'`` or
+            ``'default'`` (see :meth:`route`).
+        level_routing (str): where a level that the gear table does not
+            list runs (see :meth:`metadata_route`): ``'nearest'`` (default)
+            on one gear as the space's ``snap`` decides, ``'interpolate'``
+            (inference only) on the blend of the two gears whose levels
+            bracket it.
+        compound_routing (str): where a compound distortion (metadata with
+            ``components``, see :class:`CompoundDistortion`) runs:
+            ``'dominant'`` (default) on the gear of its most severe
+            component, ``'first'`` on the gear of the component applied
+            first, ``'blend'`` (inference only) on the equal-weight blend of
+            every component's gear(s).
+        compound_severity (str | dict, optional): the severity of each
+            (type, level) of the space, which ``'dominant'`` compares
+            across types: the path of a ``DistortionIoUMetric`` report of
+            the clean model (severity = its clean mIoU minus its mIoU at the
+            level: the measured drop), or ``{type: {level: severity}}``.
+            None (default) uses the level's rank within its type,
+            ``(i + 1) / n`` for the i-th of n levels listed mild to harsh,
+            a proxy that ties across types at the same rank.
         data_preprocessor (dict, optional): defaults to the segmentor's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -77,6 +129,9 @@ class GearNNSegmentor(SegmentorWrapper):
         gears_file: Optional[str] = None,
         estimator: Optional[str] = None,
         routing: str = 'metadata',
+        level_routing: str = 'nearest',
+        compound_routing: str = 'dominant',
+        compound_severity: Optional[Union[str, dict]] = None,
         data_preprocessor: OptConfigType = None,
         init_cfg: OptConfigType = None,
     ) -> None:
@@ -94,6 +149,19 @@ class GearNNSegmentor(SegmentorWrapper):
                 f'routing must be one of {ROUTING_POLICIES}, got {routing!r}'
             )
         self.routing = routing
+        if level_routing not in LEVEL_ROUTING:
+            raise ValueError(
+                f'level_routing must be one of {LEVEL_ROUTING}, got '
+                f'{level_routing!r}'
+            )
+        self.level_routing = level_routing
+        if compound_routing not in COMPOUND_ROUTING:
+            raise ValueError(
+                f'compound_routing must be one of {COMPOUND_ROUTING}, got '
+                f'{compound_routing!r}'
+            )
+        self.compound_routing = compound_routing
+        self.severity = gear_severity(self.space, compound_severity)
         # Kept out of the module tree: its weights are not the model's and
         # stay out of its checkpoints.
         object.__setattr__(self, 'estimator', None)
@@ -105,9 +173,9 @@ class GearNNSegmentor(SegmentorWrapper):
                 'estimator',
                 DistortionEstimator.load(estimator, space=self.space),
             )
-        elif routing != 'metadata':
+        elif routing in ('estimate', 'checked'):
             raise ValueError(f'routing={routing!r} needs estimator=PATH')
-        self._active_gear = CLEAN_GEAR
+        self._active_gear: Route = CLEAN_GEAR
         self._base_adaptor: Optional[List[Tensor]] = None
         # Tensor lists for switching, rebuilt after _apply (e.g. .to()).
         self._switch_cache: Dict = {}
@@ -155,7 +223,11 @@ class GearNNSegmentor(SegmentorWrapper):
         if not isinstance(names, list) or not names:
             raise ValueError(f'{path} lists no selected tensors')
         space = selection.get('distortion_space')
-        if space is not None and build_space(space) != self.space:
+        # The same gear table (types, order, levels); snap may differ: it
+        # routes unlisted levels and changes no gear.
+        if space is not None and build_space(space).gears() != (
+            self.space.gears()
+        ):
             raise ValueError(
                 f'{path} was computed for another distortion space:\n'
                 f'  file:  {build_space(space)}\n  model: {self.space}'
@@ -200,8 +272,106 @@ class GearNNSegmentor(SegmentorWrapper):
         ]
 
     # -- routing -----------------------------------------------------------
-    def metadata_gear(self, data_sample) -> Optional[int]:
-        """The gear from a sample's distortion metadata (None without)."""
+    def severity_of(self, distortion_type: str, level) -> float:
+        """The severity of (type, level) that ``'dominant'`` compares (see
+        :func:`gear_severity`)."""
+        return severity_of(self.space, self.severity, distortion_type, level)
+
+    def _level_route(self, distortion: dict) -> Route:
+        """The route of one (type, level, gear) record.
+
+        A level the table lists runs on its gear, and a recorded gear must
+        agree with it. A level the table does not list has no gear in this
+        table, so a recorded gear can only be another table's (the one of
+        the transform that made the record) and is ignored: the sample is
+        routed by (type, level) under ``level_routing``.
+        """
+        dtype, gear = distortion.get('type'), distortion.get('gear')
+        if dtype is None:
+            self.gear_bank.check_gear(gear)
+            return gear
+        if dtype == CLEAN:
+            from_table = CLEAN_GEAR
+        else:
+            level = distortion.get('level')
+            if level is None:
+                raise ValueError(
+                    f'distortion metadata {distortion} has a type but no level'
+                )
+            listed = self.space.listed_level(dtype, level)
+            if listed is None:
+                if self.level_routing == 'interpolate':
+                    return as_route(self.space.bracketing_gears(dtype, level))
+                try:
+                    return self.space.gear_id(dtype, level)
+                except ValueError as err:
+                    raise ValueError(
+                        f"{err}, or give the model level_routing='interpolate'"
+                    ) from err
+            from_table = self.space.gear_id(dtype, listed)
+        if gear is not None and gear != from_table:
+            raise ValueError(
+                f'distortion metadata {distortion} disagrees with the '
+                f'gear table, which gives gear {from_table}'
+            )
+        return from_table
+
+    def _compound_route(self, distortion: dict) -> Route:
+        """The route of a compound record under ``compound_routing``."""
+        components = list(distortion['components'])
+        for c in components:
+            if not isinstance(c, dict) or c.get('type') is None:
+                raise ValueError(
+                    f'compound distortion metadata {distortion}: every '
+                    'component needs a type and a level'
+                )
+        routes = [self._level_route(dict(c, gear=None)) for c in components]
+        if self.compound_routing == 'first':
+            return routes[0]
+        if self.compound_routing == 'dominant':
+            severities = [
+                0.0
+                if c['type'] == CLEAN
+                else self.severity_of(c['type'], c.get('level'))
+                for c in components
+            ]
+            # max() keeps the first of equals: ties go to the first applied.
+            return routes[severities.index(max(severities))]
+        pairs = []
+        for route in routes:
+            pairs.extend((g, w / len(routes)) for g, w in _pairs(route))
+        return as_route(pairs)
+
+    def metadata_route(self, data_sample) -> Optional[Route]:
+        """Where a sample's distortion metadata sends it (None without).
+
+        - ``dict(gear)``: that gear;
+        - ``dict(type, level[, gear])``: the gear of a listed level (a
+          recorded gear must agree with it); a level the table does not
+          list has no gear here, so its recorded gear, another table's, is
+          ignored, and it runs under ``level_routing``: ``'nearest'`` as
+          the space's ``snap`` says (an error unless ``snap='nearest'``),
+          ``'interpolate'`` on the blend of
+          :meth:`DistortionSpace.bracketing_gears`;
+        - ``dict(components=[...])`` (a compound): each component is routed
+          as above, then ``compound_routing`` picks: ``'first'``, the
+          first component's route; ``'dominant'``, the route of the
+          component of the highest :meth:`severity_of` (the first on a
+          tie); ``'blend'``, every component's route at an equal share.
+
+        Why a recorded gear is checked only for a listed level: a transform
+        records the gear of its own space, which need not be this model's
+        table (e.g. a sweep over levels in between the gears). For a level
+        this table lists, a differing gear means the two tables disagree,
+        which is an error; for a level it does not list, the recorded gear
+        cannot name one of this table's gears, so (type, level) alone
+        decide. A foreign table whose levels are also listed here would
+        still clash: transforms on such a space take ``record_gear=False``.
+
+        Returns:
+            int | tuple | None: a gear id, a blend ``((gear, weight), ...)``
+            or None.
+        """
         distortion = (
             data_sample.metainfo.get('distortion')
             if data_sample is not None
@@ -209,19 +379,15 @@ class GearNNSegmentor(SegmentorWrapper):
         )
         if not distortion:
             return None
-        gear = distortion.get('gear')
-        if distortion.get('type') is not None:
-            from_table = self.space.gear_id(
-                distortion['type'], distortion.get('level')
-            )
-            if gear is not None and gear != from_table:
-                raise ValueError(
-                    f'distortion metadata {distortion} disagrees with the '
-                    f'gear table, which gives gear {from_table}'
-                )
-            gear = from_table
-        self.gear_bank.check_gear(gear)
-        return gear
+        if distortion.get('components'):
+            return self._compound_route(distortion)
+        return self._level_route(distortion)
+
+    def metadata_gear(self, data_sample) -> Optional[int]:
+        """The gear from a sample's distortion metadata (None without); the
+        heaviest gear where the metadata routes to a blend."""
+        route = self.metadata_route(data_sample)
+        return None if route is None else heaviest_gear(route)
 
     def gear_of(self, data_sample) -> int:
         """The gear of one sample from its metadata, else the default."""
@@ -253,76 +419,105 @@ class GearNNSegmentor(SegmentorWrapper):
         )
         return self.estimator.predict_gears(crops, order).tolist()
 
-    def route(self, inputs: Tensor, data_samples: OptSampleList) -> List[int]:
-        """The gear of every sample under the routing policy.
+    def route(
+        self, inputs: Tensor, data_samples: OptSampleList
+    ) -> List[Route]:
+        """Where every sample runs under the routing policy.
 
-        - ``'metadata'``: the distortion metadata; the estimate where a
-          sample has none (when an estimator is set), else
-          ``default_gear``;
+        - ``'metadata'``: the distortion metadata (see
+          :meth:`metadata_route`); the estimate where a sample has none
+          (when an estimator is set), else ``default_gear``;
         - ``'estimate'``: always the estimate;
-        - ``'checked'``: the metadata unless the estimate names another
-          distortion type (wrong or stale metadata), then the estimate.
+        - ``'checked'``: the metadata unless the estimate names a
+          distortion type that the metadata's gear(s) do not (wrong or
+          stale metadata), then the estimate;
+        - ``'default'``: ``default_gear`` for every sample, metadata
+          unread (e.g. gear 0: the clean model, as a reference).
 
-        Each sample's metainfo gets ``gear_routed`` and ``gear_source``.
+        A route is a gear id or, under ``level_routing='interpolate'`` or
+        ``compound_routing='blend'``, a blend ``((gear, weight), ...)``.
+        Each sample's metainfo gets ``gear_routed`` (the gear, the heaviest
+        one of a blend), ``gear_source`` and, for a blend, ``gear_blend``
+        (``[[gear, weight], ...]``).
         """
         size = inputs.shape[0]
-        meta = [
-            self.metadata_gear(data_samples[i] if data_samples else None)
-            for i in range(size)
-        ]
+        if self.routing == 'default':
+            meta = [None] * size
+        else:
+            meta = [
+                self.metadata_route(data_samples[i] if data_samples else None)
+                for i in range(size)
+            ]
         need_estimate = self.routing in ('estimate', 'checked') or (
-            self.estimator is not None and any(g is None for g in meta)
+            self.routing == 'metadata'
+            and self.estimator is not None
+            and any(g is None for g in meta)
         )
         estimates = (
             self.estimate_gears(inputs, data_samples)
             if need_estimate
             else [None] * size
         )
-        gears = []
+        routes = []
         for i, (from_meta, estimate) in enumerate(zip(meta, estimates)):
             source = 'metadata'
-            gear = from_meta
+            route = from_meta
             if self.routing == 'estimate' or (
                 from_meta is None and estimate is not None
             ):
-                gear, source = estimate, 'estimate'
+                route, source = estimate, 'estimate'
             elif self.routing == 'checked' and from_meta is not None:
-                if (
-                    self.space.level_of(estimate)[0]
-                    != self.space.level_of(from_meta)[0]
-                ):
-                    gear, source = estimate, 'estimate (metadata rejected)'
-            if gear is None:
-                gear, source = self.default_gear, 'default'
-            gears.append(gear)
+                meta_types = {
+                    self.space.level_of(g)[0] for g, _ in _pairs(from_meta)
+                }
+                if self.space.level_of(estimate)[0] not in meta_types:
+                    route, source = estimate, 'estimate (metadata rejected)'
+            if route is None:
+                route, source = self.default_gear, 'default'
+            routes.append(route)
             if data_samples:
-                data_samples[i].set_metainfo(
-                    dict(gear_routed=gear, gear_source=source)
+                info = dict(
+                    gear_routed=heaviest_gear(route), gear_source=source
                 )
-        return gears
+                if isinstance(route, tuple):
+                    info['gear_blend'] = [list(pair) for pair in route]
+                data_samples[i].set_metainfo(info)
+        return routes
 
     def _group(
         self, inputs: Tensor, data_samples: OptSampleList
-    ) -> Dict[int, List[int]]:
-        groups: Dict[int, List[int]] = defaultdict(list)
-        for i, gear in enumerate(self.route(inputs, data_samples)):
-            groups[gear].append(i)
+    ) -> Dict[Route, List[int]]:
+        groups: Dict[Route, List[int]] = defaultdict(list)
+        for i, route in enumerate(self.route(inputs, data_samples)):
+            groups[route].append(i)
         return dict(groups)
 
-    def _call(self, gear: int, method: str, *args):
-        """Runs ``segmentor.<method>(*args)`` with the gear's tensors.
+    def _call(self, route: Route, method: str, *args):
+        """Runs ``segmentor.<method>(*args)`` with the route's tensors.
 
         Training swaps the gear's tensors in for the call only
         (``functional_call``), so gradients reach the gear and the base is
-        never written. Inference copies the gear's tensors into the model
-        when the gear changes (the paper's switch: a copy of the adaptor),
-        which costs nothing while consecutive inputs share a gear.
+        never written. Inference copies the gear's tensors (or a blend's)
+        into the model when the route changes (the paper's switch: a copy
+        of the adaptor), which costs nothing while consecutive inputs share
+        a route.
         """
         if not self.training:
-            self.switch_gear(gear)
+            if isinstance(route, tuple):
+                self.switch_blend(route)
+            else:
+                self.switch_gear(route)
             return getattr(self.segmentor, method)(*args)
+        if isinstance(route, tuple):
+            raise ValueError(
+                f'a training sample routes to the blend of gears {route} '
+                f"(level_routing='interpolate' for a level off the gear "
+                f"table, or compound_routing='blend'): blends are for "
+                'inference only; train each gear on the levels of the '
+                'gear table'
+            )
         self.restore_base()
-        tensors = self.gear_bank.tensors(gear)
+        tensors = self.gear_bank.tensors(route)
         if not tensors:
             return getattr(self.segmentor, method)(*args)
         caller = _MethodCaller(self.segmentor, method)
@@ -332,6 +527,26 @@ class GearNNSegmentor(SegmentorWrapper):
             args=args,
             tie_weights=False,
         )
+
+    def _live(self) -> List[Tensor]:
+        live = self._switch_cache.get('live')
+        if live is None:
+            tensors = self._live_tensors()
+            live = self._switch_cache['live'] = [
+                tensors[n].data for n in self.gear_bank.names
+            ]
+        return live
+
+    def _gear_source(self, gear: int) -> List[Tensor]:
+        if gear == CLEAN_GEAR:
+            return self._base_adaptor
+        source = self._switch_cache.get(gear)
+        if source is None:
+            tensors = self.gear_bank.tensors(gear)
+            source = self._switch_cache[gear] = [
+                tensors[n].data for n in self.gear_bank.names
+            ]
+        return source
 
     @torch.no_grad()
     def switch_gear(self, gear: int) -> None:
@@ -343,29 +558,63 @@ class GearNNSegmentor(SegmentorWrapper):
         self.gear_bank.check_gear(gear)
         if gear == self._active_gear:
             return
-        names = self.gear_bank.names
-        live = self._switch_cache.get('live')
-        if live is None:
-            tensors = self._live_tensors()
-            live = self._switch_cache['live'] = [
-                tensors[n].data for n in names
-            ]
+        live = self._live()
         if self._active_gear == CLEAN_GEAR:
             self._base_adaptor = [t.clone() for t in live]
-        if gear == CLEAN_GEAR:
-            source = self._base_adaptor
-        else:
-            source = self._switch_cache.get(gear)
-            if source is None:
-                tensors = self.gear_bank.tensors(gear)
-                source = self._switch_cache[gear] = [
-                    tensors[n].data for n in names
-                ]
         # One fused copy of the whole adaptor.
-        torch._foreach_copy_(live, source)
+        torch._foreach_copy_(live, self._gear_source(gear))
         self._active_gear = gear
         if gear == CLEAN_GEAR:
             self._base_adaptor = None
+
+    @torch.no_grad()
+    def switch_blend(self, pairs: Sequence[Tuple[int, float]]) -> None:
+        """Makes the model compute with a blend of gears (in place, for
+        inference): every floating-point adaptor tensor becomes
+        ``sum(w_g * t_g)``, every integer one (``num_batches_tracked``) is
+        the heaviest gear's. :meth:`restore_base` puts the base back, as
+        after :meth:`switch_gear`.
+
+        Args:
+            pairs (Sequence[tuple]): ``(gear, weight)`` pairs; the weights
+                are normalised to sum to 1.
+        """
+        route = as_route(pairs)
+        for gear, _ in _pairs(route):
+            self.gear_bank.check_gear(gear)
+        if not isinstance(route, tuple):
+            self.switch_gear(route)
+            return
+        if route == self._active_gear:
+            return
+        live = self._live()
+        if self._active_gear == CLEAN_GEAR:
+            self._base_adaptor = [t.clone() for t in live]
+        split = self._switch_cache.get('split')
+        if split is None:
+            floats = [i for i, t in enumerate(live) if t.is_floating_point()]
+            ints = [i for i, t in enumerate(live) if not t.is_floating_point()]
+            split = self._switch_cache['split'] = (
+                floats,
+                ints,
+                [live[i] for i in floats],
+                [live[i] for i in ints],
+            )
+        floats, ints, live_floats, live_ints = split
+        sources = [self._gear_source(g) for g, _ in route]
+        if ints:
+            heaviest = [g for g, _ in route].index(heaviest_gear(route))
+            torch._foreach_copy_(
+                live_ints, [sources[heaviest][i] for i in ints]
+            )
+        (_, first), *rest = route
+        torch._foreach_copy_(live_floats, [sources[0][i] for i in floats])
+        torch._foreach_mul_(live_floats, first)
+        for (_, weight), source in zip(rest, sources[1:]):
+            torch._foreach_add_(
+                live_floats, [source[i] for i in floats], alpha=weight
+            )
+        self._active_gear = route
 
     def _apply(self, fn, *args, **kwargs):
         if hasattr(self, '_switch_cache'):  # not while __init__ builds
@@ -583,6 +832,97 @@ class GearNNSegmentor(SegmentorWrapper):
                 f'the checkpoint does not match this GearNNSegmentor: '
                 f'{len(missing)} tensor(s) missing, e.g. {missing[:5]}'
             )
+
+
+def gear_severity(
+    space: DistortionSpace, severity: Optional[Union[str, dict]] = None
+) -> List[float]:
+    """The severity of every gear of ``space`` (0 for clean): what
+    ``compound_routing='dominant'`` compares across distortion types.
+
+    Args:
+        space (DistortionSpace): the gear table.
+        severity (str | dict, optional): None for the rank of each level
+            within its type, ``(i + 1) / n`` for the i-th of n levels listed
+            mild to harsh; the path of a ``DistortionIoUMetric`` report of
+            the clean model for its measured drop (clean mIoU minus the
+            level's mIoU); or ``{type: {level: severity}}``.
+
+    Returns:
+        list[float]: one value per gear id.
+    """
+    if severity is None:
+        table = {
+            t: {
+                lv: (i + 1) / len(space.levels(t))
+                for i, lv in enumerate(space.levels(t))
+            }
+            for t in space.types
+        }
+    elif isinstance(severity, str):
+        table = _severity_from_report(severity)
+    elif isinstance(severity, dict):
+        table = severity
+    else:
+        raise TypeError(
+            'compound_severity must be None, a report path or a dict, '
+            f'got {type(severity).__name__}'
+        )
+    out = [0.0] * space.num_gears
+    for gear, dtype, level in space.gears()[1:]:
+        value = None
+        for listed, v in (table.get(dtype) or {}).items():
+            if math.isclose(float(listed), float(level), rel_tol=1e-6):
+                value = v
+                break
+        if value is None:
+            raise ValueError(
+                f'compound_severity has no value for ({dtype}, {level}): '
+                'give one for every (type, level) of the space'
+            )
+        out[gear] = float(value)
+    return out
+
+
+def severity_of(
+    space: DistortionSpace, severity: List[float], distortion_type: str, level
+) -> float:
+    """The severity of (type, level) from per-gear ``severity``; a level
+    between two gears gets the linear blend of theirs."""
+    return sum(
+        w * severity[g]
+        for g, w in space.bracketing_gears(distortion_type, level)
+    )
+
+
+def _pairs(route: Route) -> Blend:
+    """A route as ``((gear, weight), ...)``."""
+    return route if isinstance(route, tuple) else ((route, 1.0),)
+
+
+def _severity_from_report(path: str) -> Dict[str, Dict[str, float]]:
+    """``{type: {level: drop}}`` from a ``DistortionIoUMetric`` report: the
+    clean mIoU minus the mIoU at each level."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'compound_severity report not found: {path} (a '
+            'DistortionIoUMetric output_file of the clean model)'
+        )
+    with open(path, encoding='utf-8') as f:
+        report = json.load(f)
+    clean = report.get('clean')
+    if clean is None or not isinstance(report.get('levels'), dict):
+        raise ValueError(
+            f'{path} is not a DistortionIoUMetric report with a clean mIoU'
+        )
+    return {
+        dtype: {
+            level: clean - miou
+            for level, miou in levels.items()
+            if miou is not None
+        }
+        for dtype, levels in report['levels'].items()
+    }
 
 
 class _MethodCaller(torch.nn.Module):
