@@ -17,7 +17,11 @@ import shlex
 import sys
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.apis.benchmark import CamVidBenchmark, write_results
+from mmseg_gearnn.apis.benchmark import (
+    CamVidBenchmark,
+    resolve_profile,
+    write_results,
+)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = dict(
@@ -49,6 +53,18 @@ def parse_args():
     parser.add_argument(
         '--base-checkpoint', help='a trained clean base to start from'
     )
+    parser.add_argument(
+        '--iters', type=int, help='training iterations of every method'
+    )
+    parser.add_argument(
+        '--curve-budgets',
+        type=float,
+        nargs='+',
+        help='budgets of the budget curve (fractions, e.g. 0.002 0.01)',
+    )
+    parser.add_argument(
+        '--alphas', type=float, nargs='+', help='stability weights tried'
+    )
     return parser.parse_args()
 
 
@@ -63,6 +79,12 @@ def main():
     configs = {
         k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
     }
+    name, profile = resolve_profile(
+        profile,
+        iters=args.iters,
+        curve_budgets=tuple(args.curve_budgets or ()) or None,
+        alphas=tuple(args.alphas or ()) or None,
+    )
     benchmark = CamVidBenchmark(
         args.data_root,
         work_dir,
@@ -70,6 +92,7 @@ def main():
         profile=profile,
         base_checkpoint=args.base_checkpoint,
     )
+    benchmark.profile_name = name
     command = 'python ' + shlex.join(sys.argv)
     results = benchmark.run(command=command, repo_dir=ROOT)
     paths = write_results(results, out_dir, 'camvid' + suffix)

@@ -31,7 +31,7 @@ import os.path as osp
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
@@ -111,6 +111,30 @@ PROFILES = {
         num_workers=0,
     ),
 }
+
+
+def resolve_profile(profile, **overrides) -> Tuple[str, BenchmarkProfile]:
+    """``(name, profile)`` of a profile name or object, with ``overrides``
+    of its fields (None values ignored); the name lists the overrides."""
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValueError(
+                f'unknown profile {profile!r}; choose from {sorted(PROFILES)}'
+            )
+        name, profile = profile, PROFILES[profile]
+    elif isinstance(profile, BenchmarkProfile):
+        name = 'custom'
+    else:
+        raise TypeError(
+            f'profile must be a name or a BenchmarkProfile, got {profile!r}'
+        )
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        profile = replace(profile, **overrides)
+        name += ' with ' + ', '.join(
+            f'{k}={v}' for k, v in sorted(overrides.items())
+        )
+    return name, profile
 
 
 def _log(msg: str) -> None:
@@ -297,15 +321,7 @@ class CamVidBenchmark:
         for name, path in configs.items():
             if not osp.isfile(path):
                 raise FileNotFoundError(f'{name} config not found: {path}')
-        if isinstance(profile, str):
-            if profile not in PROFILES:
-                raise ValueError(
-                    f'unknown profile {profile!r}; choose from '
-                    f'{sorted(PROFILES)}'
-                )
-            self.profile_name, profile = profile, PROFILES[profile]
-        else:
-            self.profile_name = 'custom'
+        self.profile_name, profile = resolve_profile(profile)
         if base_checkpoint is not None and not osp.isfile(base_checkpoint):
             raise FileNotFoundError(
                 f'base checkpoint not found: {base_checkpoint}'

@@ -16,6 +16,7 @@ from mmseg_gearnn.apis.benchmark import (
     StageCache,
     check_results_schema,
     evaluate_goals,
+    resolve_profile,
     results_markdown,
     set_schedule,
 )
@@ -135,6 +136,19 @@ def test_stage_cache_reuses_and_reruns_on_new_inputs(tmp_path):
     assert cache.run('s', inputs, stage)['value'] == 1  # cached
     assert len(calls) == 1
     assert cache.run('s', dict(inputs, budget=0.01), stage)['value'] == 2
+
+
+def test_profile_overrides_are_named():
+    name, profile = resolve_profile(
+        'full', curve_budgets=(0.002, 0.01), alphas=None
+    )
+    assert name == 'full with curve_budgets=(0.002, 0.01)'
+    assert profile.curve_budgets == (0.002, 0.01)
+    assert profile.alphas == resolve_profile('full')[1].alphas
+    with pytest.raises(ValueError, match='unknown profile'):
+        resolve_profile('huge')
+    with pytest.raises(TypeError, match='BenchmarkProfile'):
+        resolve_profile(3)
 
 
 def test_bad_folder_and_profile_are_named(tmp_path):
