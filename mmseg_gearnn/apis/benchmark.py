@@ -80,6 +80,8 @@ class BenchmarkProfile:
             reported as ``stability``.
         selection_steps (int): batches per level used to score tensors.
         num_workers (int): dataloader workers.
+        gears_on_mixed_aug (bool): also run GearNN with the mixed_aug model
+            as its base (``gearnn_on_mixed_aug``).
     """
 
     iters: int = 100
@@ -93,6 +95,7 @@ class BenchmarkProfile:
     alphas: Tuple[float, ...] = (0.3, 3.0)
     selection_steps: int = 4
     num_workers: int = 2
+    gears_on_mixed_aug: bool = True
 
 
 PROFILES = {
@@ -345,7 +348,7 @@ class CamVidBenchmark:
             options,
         )
 
-    def _inputs(self, **extra) -> dict:
+    def _inputs(self, base_sha256: Optional[str] = None, **extra) -> dict:
         """What a stage's result depends on: the data, the base, the
         profile's settings that every stage shares, and ``extra``; lists of
         other stages (budgets, scorings, alphas) stay out, so that adding a
@@ -353,7 +356,7 @@ class CamVidBenchmark:
         p = self.profile
         inputs = dict(
             data_root=self.data_root,
-            base=getattr(self, 'base_sha256', None),
+            base=base_sha256 or getattr(self, 'base_sha256', None),
             iters=p.iters,
             train_images=p.train_images,
             val_images=p.val_images,
@@ -418,7 +421,14 @@ class CamVidBenchmark:
             name, self._inputs(method=name, options=options), run
         )
 
-    def gears(self, name: str, base: str, adaptor: str, selection=None):
+    def gears(
+        self,
+        name: str,
+        base: str,
+        adaptor: str,
+        selection=None,
+        base_sha256: Optional[str] = None,
+    ):
         """Gears holding ``adaptor`` ('bn', 'all' or a selection JSON)."""
         options = {'model.adaptor': adaptor}
 
@@ -440,15 +450,27 @@ class CamVidBenchmark:
 
         return self.cache.run(
             name,
-            self._inputs(method=name, adaptor=adaptor, selection=selection),
+            self._inputs(
+                base_sha256,
+                method=name,
+                adaptor=adaptor,
+                selection=selection,
+            ),
             run,
         )
 
-    def select(self, scoring: str, budget: float, base: str) -> dict:
+    def select(
+        self,
+        scoring: str,
+        budget: float,
+        base: str,
+        prefix: str = '',
+        base_sha256: Optional[str] = None,
+    ) -> dict:
         """A selection JSON under ``budget`` with ``scoring``."""
         from ..selection import run_selection_from_config
 
-        stage = f'selection_{scoring}_{budget:g}'
+        stage = f'{prefix}selection_{scoring}_{budget:g}'
 
         def run(stage_dir):
             out = osp.join(stage_dir, 'selection.json')
@@ -472,6 +494,7 @@ class CamVidBenchmark:
         return self.cache.run(
             stage,
             self._inputs(
+                base_sha256,
                 method='selection',
                 scoring=scoring,
                 budget=budget,
@@ -480,9 +503,14 @@ class CamVidBenchmark:
             run,
         )
 
-    def selected_gears(self, scoring: str, budget: float, base: str):
-        selection = self.select(scoring, budget, base)
-        name = f'gears_{scoring}_{budget:g}'
+    def selected_gears(
+        self, scoring: str, budget: float, base: str, prefix: str = ''
+    ):
+        """Selection then gears on ``base``; stages named with ``prefix``
+        for a base other than the clean one."""
+        base_sha256 = file_fingerprint(base) if prefix else None
+        selection = self.select(scoring, budget, base, prefix, base_sha256)
+        name = f'{prefix}gears_{scoring}_{budget:g}'
         return self.gears(
             name,
             base,
@@ -490,6 +518,7 @@ class CamVidBenchmark:
             selection=dict(
                 scoring=scoring, budget=budget, sha256=selection['sha256']
             ),
+            base_sha256=base_sha256,
         )
 
     # -- the whole run ----------------------------------------------------
@@ -525,6 +554,15 @@ class CamVidBenchmark:
         methods['random_selection'] = self.selected_gears(
             'random', profile.budget, base
         )
+        if profile.gears_on_mixed_aug:
+            # GearNN on top of a robust base: the mixed-augmentation model
+            # is the shared base, gears adapt it further per level.
+            mixed = osp.join(
+                self.work_dir, 'mixed_aug', f'iter_{profile.iters}.pth'
+            )
+            methods['gearnn_on_mixed_aug'] = self.selected_gears(
+                profile.scorings[0], profile.budget, mixed, 'on_mixed_aug_'
+            )
 
         curve: Dict[str, Dict[str, dict]] = {}
         for scoring in profile.curve_scorings:
@@ -628,6 +666,18 @@ def evaluate_goals(results: dict) -> List[dict]:
         -abs(gear['clean_miou'] - m['clean']['clean_miou']),
         0.0,
     )
+    on_mixed = m.get('gearnn_on_mixed_aug')
+    if on_mixed is not None:
+        for other, target in (
+            ('clean', 18.0),
+            ('stability', 4.8),
+            ('mixed_aug', 4.8),
+        ):
+            goal(
+                f'gearnn_on_mixed_aug - {other} (mIoU points)',
+                on_mixed['mean_miou'] - m[other]['mean_miou'],
+                target,
+            )
     return goals
 
 

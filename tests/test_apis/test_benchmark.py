@@ -230,6 +230,10 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert 0 < methods['gearnn']['adaptor_fraction'] <= 0.002
     # the clean gear is the base itself
     assert methods['gearnn']['clean_miou'] == methods['clean']['clean_miou']
+    assert (
+        methods['gearnn_on_mixed_aug']['clean_miou']
+        == methods['mixed_aug']['clean_miou']
+    )
     assert set(results['budget_curve']) >= {'fisher', 'random'}
     assert (work_dir / 'camvid_quick.md').read_text().startswith('# ')
     assert (work_dir / 'camvid_quick.png').stat().st_size > 0
