@@ -80,6 +80,8 @@ class BenchmarkProfile:
             reported as ``stability``.
         selection_steps (int): batches per level used to score tensors.
         num_workers (int): dataloader workers.
+        batch_size (int, optional): training batch size; None keeps the
+            configs'.
         gears_on_mixed_aug (bool): also run GearNN with the mixed_aug model
             as its base (``gearnn_on_mixed_aug``).
     """
@@ -95,6 +97,7 @@ class BenchmarkProfile:
     alphas: Tuple[float, ...] = (0.3, 3.0)
     selection_steps: int = 4
     num_workers: int = 2
+    batch_size: Optional[int] = None
     gears_on_mixed_aug: bool = True
 
 
@@ -112,6 +115,7 @@ PROFILES = {
         alphas=(1.0,),
         selection_steps=1,
         num_workers=0,
+        batch_size=2,
     ),
 }
 
@@ -233,6 +237,8 @@ def stage_config(
         loader['persistent_workers'] = profile.num_workers > 0
         if count is not None:
             _dataloader_dataset(cfg, key)['indices'] = count
+    if profile.batch_size is not None:
+        cfg.train_dataloader.batch_size = profile.batch_size
     # The benchmark logs little: one line per 25 iterations.
     cfg.default_hooks.logger.interval = 25
     return cfg
@@ -361,6 +367,7 @@ class CamVidBenchmark:
             train_images=p.train_images,
             val_images=p.val_images,
             num_workers=p.num_workers,
+            batch_size=p.batch_size,
         )
         inputs.update(extra)
         return inputs
