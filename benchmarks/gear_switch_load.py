@@ -119,21 +119,21 @@ def run_load(
         switches += model._active_gear != before
         return mask, record
 
-    torch.set_grad_enabled(False)
-    for i in range(warmup):
-        one(i)
-    gc.collect()
-    rss_start, peak_start = rss_mb(), peak_rss_mb()
-    switches = 0
-    trace = []
-    start = time.perf_counter()
-    for i in range(warmup, warmup + frames):
-        out = one(i)
-        if on_frame is not None:
-            on_frame(*out)
-        del out
-        if (i - warmup + 1) % trace_every == 0:
-            trace.append(round(rss_mb(), 2))
+    with torch.no_grad():
+        for i in range(warmup):
+            one(i)
+        gc.collect()
+        rss_start, peak_start = rss_mb(), peak_rss_mb()
+        switches = 0
+        trace = []
+        start = time.perf_counter()
+        for i in range(warmup, warmup + frames):
+            out = one(i)
+            if on_frame is not None:
+                on_frame(*out)
+            del out
+            if (i - warmup + 1) % trace_every == 0:
+                trace.append(round(rss_mb(), 2))
     seconds = time.perf_counter() - start
     gc.collect()
     rss_end, peak_end = rss_mb(), peak_rss_mb()

@@ -28,3 +28,12 @@ def camvid_root() -> Path:
     if not (root / 'val').is_dir():
         pytest.skip(f'CamVid not found at {root} (set CAMVID_ROOT)')
     return root
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_enabled():
+    """A test that leaves autograd off would break every later one."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail('the test left autograd disabled', pytrace=False)

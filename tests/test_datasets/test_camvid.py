@@ -229,7 +229,9 @@ def test_real_camvid(camvid_root, camvid_cfg):
     )
     assert len(val) == 101
     packed = val[0]
-    assert packed['inputs'].shape == (3, 360, 480)
+    # Inference at the training resolution; scored on the native labels.
+    assert packed['inputs'].shape == (3, 240, 320)
+    assert packed['data_samples'].metainfo['ori_shape'] == (360, 480)
     gt = packed['data_samples'].gt_sem_seg.data
     assert gt.shape == (1, 360, 480)
     assert set(gt.unique().tolist()) <= set(range(11)) | {255}
