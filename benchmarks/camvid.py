@@ -65,6 +65,11 @@ def parse_args():
     parser.add_argument(
         '--alphas', type=float, nargs='+', help='stability weights tried'
     )
+    parser.add_argument(
+        '--scorings',
+        nargs='+',
+        help='scoring methods at the main budget (the first is gearnn)',
+    )
     return parser.parse_args()
 
 
@@ -84,6 +89,7 @@ def main():
         iters=args.iters,
         curve_budgets=tuple(args.curve_budgets or ()) or None,
         alphas=tuple(args.alphas or ()) or None,
+        scorings=tuple(args.scorings or ()) or None,
     )
     benchmark = CamVidBenchmark(
         args.data_root,
