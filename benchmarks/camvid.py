@@ -66,6 +66,11 @@ def parse_args():
         '--alphas', type=float, nargs='+', help='stability weights tried'
     )
     parser.add_argument(
+        '--no-gears-on-mixed-aug',
+        action='store_true',
+        help='skip GearNN on the mixed-augmentation base',
+    )
+    parser.add_argument(
         '--scorings',
         nargs='+',
         help='scoring methods at the main budget (the first is gearnn)',
@@ -90,6 +95,7 @@ def main():
         curve_budgets=tuple(args.curve_budgets or ()) or None,
         alphas=tuple(args.alphas or ()) or None,
         scorings=tuple(args.scorings or ()) or None,
+        gears_on_mixed_aug=False if args.no_gears_on_mixed_aug else None,
     )
     benchmark = CamVidBenchmark(
         args.data_root,
