@@ -8,6 +8,7 @@ from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from tiny_segmentor import tiny_segmentor
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.apis.estimator import train_estimator
@@ -16,44 +17,7 @@ from mmseg_gearnn.distortions import build_space, distort
 
 SPACE = dict(distortions=dict(jpeg=[10], brightness=[0.2]))
 SIZE = (64, 80)
-BN = dict(type='BN', requires_grad=True)
-SEGMENTOR = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=SIZE,
-    ),
-    backbone=dict(
-        type='ResNetV1c',
-        depth=18,
-        stem_channels=8,
-        base_channels=8,
-        num_stages=2,
-        strides=(1, 2),
-        dilations=(1, 1),
-        out_indices=(1,),
-        norm_cfg=BN,
-    ),
-    decode_head=dict(
-        type='FCNHead',
-        in_channels=16,
-        in_index=0,
-        channels=8,
-        num_convs=1,
-        concat_input=False,
-        num_classes=8,
-        norm_cfg=BN,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
-    ),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'),
-)
+SEGMENTOR = tiny_segmentor(SIZE, num_classes=8)
 
 
 @pytest.fixture(scope='module')
