@@ -19,11 +19,13 @@ gearnn_meta_keys = (
 )
 
 # Hooks every gear-training run wants: the base must stay frozen, the gears
-# finite, the compact gears file is written beside each checkpoint, and
-# `--resume` continues exactly as the uninterrupted run would have.
+# finite, each gear's BN statistics re-estimated under its final tensors, the
+# compact gears file is written beside each checkpoint, and `--resume`
+# continues exactly as the uninterrupted run would have.
 gearnn_hooks = [
     dict(type='FrozenBaseGuardHook', interval=50),
     dict(type='FiniteGearsHook', interval=1),
+    dict(type='GearBNRecalibrationHook', batches_per_gear=4),
     dict(type='GearCheckpointHook'),
     dict(type='RandomStateHook'),
 ]

@@ -84,6 +84,11 @@ class BenchmarkProfile:
             configs'.
         gears_on_mixed_aug (bool): also run GearNN with the mixed_aug model
             as its base (``gearnn_on_mixed_aug``).
+        bn_batches_per_gear (int): batches per gear with which
+            ``GearBNRecalibrationHook`` re-estimates BN statistics after
+            gear training.
+        bn_max_batches (int, optional): at most this many batches for it;
+            None: the hook's default.
     """
 
     iters: int = 100
@@ -99,6 +104,8 @@ class BenchmarkProfile:
     num_workers: int = 2
     batch_size: Optional[int] = None
     gears_on_mixed_aug: bool = True
+    bn_batches_per_gear: int = 4
+    bn_max_batches: Optional[int] = None
 
 
 PROFILES = {
@@ -116,6 +123,8 @@ PROFILES = {
         selection_steps=1,
         num_workers=0,
         batch_size=2,
+        bn_batches_per_gear=1,
+        bn_max_batches=8,
     ),
 }
 
@@ -239,6 +248,10 @@ def stage_config(
             _dataloader_dataset(cfg, key)['indices'] = count
     if profile.batch_size is not None:
         cfg.train_dataloader.batch_size = profile.batch_size
+    for hook in cfg.get('custom_hooks', []):
+        if hook['type'] == 'GearBNRecalibrationHook':
+            hook['batches_per_gear'] = profile.bn_batches_per_gear
+            hook['max_batches'] = profile.bn_max_batches
     # The benchmark logs little: one line per 25 iterations.
     cfg.default_hooks.logger.interval = 25
     return cfg
@@ -462,6 +475,10 @@ class CamVidBenchmark:
                 method=name,
                 adaptor=adaptor,
                 selection=selection,
+                bn_recalibration=[
+                    self.profile.bn_batches_per_gear,
+                    self.profile.bn_max_batches,
+                ],
             ),
             run,
         )

@@ -1,6 +1,7 @@
 from .hooks import (
     FiniteGearsHook,
     FrozenBaseGuardHook,
+    GearBNRecalibrationHook,
     GearCheckpointHook,
     RandomStateHook,
     SkippedFilesHook,
@@ -10,6 +11,7 @@ from .model_wrappers import GearNNDistributedDataParallel
 __all__ = [
     'FiniteGearsHook',
     'FrozenBaseGuardHook',
+    'GearBNRecalibrationHook',
     'GearCheckpointHook',
     'GearNNDistributedDataParallel',
     'RandomStateHook',

@@ -221,3 +221,92 @@ def test_finite_gears_hook_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert 'NaN or Inf after iteration 2' in message
     assert (tmp_path / 'iter_1.pth').is_file()
     assert not (tmp_path / 'iter_2.pth').exists()
+
+
+def _first_bn_stats(model, gear):
+    tensors = model.gear_bank.tensors(gear)
+    name = 'backbone.stem.1'
+    return {k: tensors[f'{name}.{k}'].clone() for k in BN_BUFFERS}
+
+
+BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
+
+
+def test_bn_recalibration_makes_inference_match_training(tmp_path):
+    """After re-estimation on a batch, a gear's inference on that batch
+    (running statistics) equals its training-mode forward (batch
+    statistics); before, it does not."""
+    runner = make_runner(tmp_path, [])
+    model = runner.model
+    batch = next(iter(runner.train_dataloader))
+    data = model.data_preprocessor(batch, True)
+    inputs, samples = data['inputs'], data['data_samples']
+    gear = samples[0].metainfo['distortion']['gear']
+    assert all(s.metainfo['distortion']['gear'] == gear for s in samples)
+    model.train()
+    model.segmentor.decode_head.dropout.eval()  # a deterministic reference
+    with torch.no_grad():
+        # Move the gear's statistics away from the batch's, as a gear
+        # trained on other batches would be.
+        for name, t in model.gear_bank.tensors(gear).items():
+            if name.endswith('running_mean'):
+                t.add_(0.5)
+        training = model._call(gear, '_forward', inputs, samples)
+    model.eval()
+    with torch.no_grad():
+        before = model._forward(inputs, samples)
+    model.restore_base()
+    base_before = copy.deepcopy(model.segmentor.state_dict())
+    others = {g: _first_bn_stats(model, g) for g in range(1, 4) if g != gear}
+
+    seen = model.recalibrate_bn([batch], batches_per_gear=1)
+
+    assert seen == {gear: 1}
+    assert not model.training
+    with torch.no_grad():
+        after = model._forward(inputs, samples)
+    # Not exact: running_var is the unbiased variance of a few pixels.
+    error_before = (before - training).abs().max()
+    error_after = (after - training).abs().max()
+    assert error_after < 0.1 * error_before, (error_after, error_before)
+    assert _first_bn_stats(model, gear)['num_batches_tracked'] == 1
+    for g, stats in others.items():  # gears without batches keep theirs
+        for k, v in _first_bn_stats(model, g).items():
+            assert torch.equal(v, stats[k]), (g, k)
+    model.restore_base()
+    for k, v in model.segmentor.state_dict().items():
+        assert torch.equal(v, base_before[k]), k
+    # The BN momentum is put back.
+    assert model.segmentor.backbone.stem[1].momentum == 0.1
+
+
+def test_bn_recalibration_hook_runs_before_the_last_checkpoint(tmp_path):
+    runner = make_runner(
+        tmp_path,
+        [
+            dict(type='GearBNRecalibrationHook', batches_per_gear=2),
+            dict(type='GearCheckpointHook'),
+        ],
+        max_iters=2,
+    )
+    runner.train()
+    model = runner.model
+    saved = torch.load(tmp_path / 'gears.pth', weights_only=False)
+    fresh = make_runner(tmp_path / 'fresh', []).model
+    fresh.segmentor.load_state_dict(model.segmentor.state_dict())
+    fresh.load_gears(str(tmp_path / 'gears.pth'))
+    for gear in range(1, 4):
+        # Reset, then averaged over exactly two batches of the gear.
+        assert _first_bn_stats(model, gear)['num_batches_tracked'] == 2
+        for k, v in _first_bn_stats(fresh, gear).items():
+            assert torch.equal(v, _first_bn_stats(model, gear)[k])
+    assert saved  # a real file was written
+
+
+def test_bn_recalibration_arguments():
+    from mmseg_gearnn.engine import GearBNRecalibrationHook
+
+    with pytest.raises(ValueError, match='batches_per_gear must be >= 1'):
+        GearBNRecalibrationHook(batches_per_gear=0)
+    with pytest.raises(ValueError, match='max_batches must be >= 1'):
+        GearBNRecalibrationHook(max_batches=0)

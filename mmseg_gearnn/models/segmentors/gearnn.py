@@ -6,7 +6,7 @@ import math
 import os
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmseg.registry import MODELS
@@ -795,6 +795,83 @@ class GearNNSegmentor(SegmentorWrapper):
         finally:
             for m in modules:
                 m.train()
+
+    @property
+    def has_adapted_bn(self) -> bool:
+        """Whether the adaptor holds BN running statistics."""
+        return bool(self._adapted_bn)
+
+    @torch.no_grad()
+    def recalibrate_bn(
+        self, data_batches: Iterable[dict], batches_per_gear: int = 4
+    ) -> Dict[int, int]:
+        """Re-estimates each gear's BN running statistics under its final
+        tensors.
+
+        During gear training an adapted BN layer normalises with batch
+        statistics while its running statistics move by ``momentum`` per
+        batch of its gear: a gear that saw a few batches keeps mostly the
+        clean base's statistics, and inference (which uses them) no longer
+        matches training. This pass replaces them with the plain average
+        over ``batches_per_gear`` batches of each gear (BN with
+        ``momentum=None``), nothing else changes.
+
+        Args:
+            data_batches (Iterable[dict]): training batches (as the
+                dataloader yields them) with distortion metadata; consumed
+                until every distorted gear has ``batches_per_gear`` groups
+                of two or more samples, or the iterable ends.
+            batches_per_gear (int): groups averaged per gear.
+
+        Returns:
+            dict: groups used per gear; a gear missing from it kept its
+            statistics.
+        """
+        if batches_per_gear < 1:
+            raise ValueError(
+                f'batches_per_gear must be >= 1, got {batches_per_gear}'
+            )
+        if not self._adapted_bn:
+            return {}
+        modules = {
+            n: m
+            for n, m in self.segmentor.named_modules()
+            if n in self._adapted_bn
+        }
+        momenta = {n: m.momentum for n, m in modules.items()}
+        wanted = set(range(1, self.gear_bank.num_gears))
+        seen: Dict[int, int] = defaultdict(int)
+        was_training = self.training
+        self.train()
+        try:
+            for m in modules.values():
+                m.momentum = None  # cumulative average
+            for batch in data_batches:
+                data = self.data_preprocessor(batch, True)
+                for gear, idx, sub_inputs, sub_samples in self._split(
+                    data['inputs'], data['data_samples']
+                ):
+                    if gear not in wanted or len(idx) < 2:
+                        continue
+                    if gear not in seen:
+                        # Restart the average for this gear.
+                        for name, t in self.gear_bank.tensors(gear).items():
+                            if (
+                                name.rpartition('.')[2]
+                                == 'num_batches_tracked'
+                            ):
+                                t.zero_()
+                    self._call(gear, '_forward', sub_inputs, sub_samples)
+                    seen[gear] += 1
+                    if seen[gear] >= batches_per_gear:
+                        wanted.discard(gear)
+                if not wanted:
+                    break
+        finally:
+            for n, m in modules.items():
+                m.momentum = momenta[n]
+            self.train(was_training)
+        return dict(sorted(seen.items()))
 
     def check_base_frozen(self) -> None:
         """Raises if any base parameter would receive gradients."""
