@@ -245,6 +245,10 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
     assert all(s.metainfo['distortion']['gear'] == gear for s in samples)
     model.train()
     model.segmentor.decode_head.dropout.eval()  # a deterministic reference
+    first_bn_inputs = []
+    handle = model.segmentor.backbone.stem[1].register_forward_hook(
+        lambda module, args, output: first_bn_inputs.append(args[0].detach())
+    )
     with torch.no_grad():
         # Move the gear's statistics away from the batch's, as a gear
         # trained on other batches would be.
@@ -252,6 +256,8 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
             if name.endswith('running_mean'):
                 t.add_(0.5)
         training = model._call(gear, '_forward', inputs, samples)
+    handle.remove()
+    (first_bn_input,) = first_bn_inputs
     model.eval()
     with torch.no_grad():
         before = model._forward(inputs, samples)
@@ -265,11 +271,20 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
     assert not model.training
     with torch.no_grad():
         after = model._forward(inputs, samples)
-    # Not exact: running_var is the unbiased variance of a few pixels.
+    # The gear's statistics are now exactly those of the batch.
+    stats = _first_bn_stats(model, gear)
+    torch.testing.assert_close(
+        stats['running_mean'], first_bn_input.mean((0, 2, 3))
+    )
+    torch.testing.assert_close(
+        stats['running_var'], first_bn_input.var((0, 2, 3), unbiased=True)
+    )
+    assert stats['num_batches_tracked'] == 1
+    # So inference follows training; not exactly, as running_var is the
+    # unbiased variance of a small batch.
     error_before = (before - training).abs().max()
     error_after = (after - training).abs().max()
-    assert error_after < 0.1 * error_before, (error_after, error_before)
-    assert _first_bn_stats(model, gear)['num_batches_tracked'] == 1
+    assert error_after < 0.3 * error_before, (error_after, error_before)
     for g, stats in others.items():  # gears without batches keep theirs
         for k, v in _first_bn_stats(model, g).items():
             assert torch.equal(v, stats[k]), (g, k)
