@@ -222,8 +222,7 @@ def test_compound_policies_route_as_documented(tmp_path):
     assert routes(first, cases) == [3, 1, 2]
     # By rank within the type: brightness 0.3 is 1/1, jpeg 40 is 1/2 and
     # jpeg 10 is 2/2; a tie goes to the component applied first.
-    dominant = build()
-    assert dominant.compound_routing == 'dominant'
+    dominant = build(compound_routing='dominant')
     assert routes(dominant, cases) == [3, 3, 2]
     # By the clean model's measured drop (a DistortionIoUMetric report).
     report = dict(
@@ -235,19 +234,21 @@ def test_compound_policies_route_as_documented(tmp_path):
     )
     path = tmp_path / 'levels.json'
     path.write_text(json.dumps(report))
-    measured = build(compound_severity=str(path))
+    measured = build(compound_routing='dominant', compound_severity=str(path))
     assert measured.severity == [0.0, 5.0, 10.0, 8.0]
     assert routes(measured, cases) == [3, 3, 2]
     by_dict = build(
+        compound_routing='dominant',
         compound_severity=dict(
             jpeg={40: 9.0, 10: 20.0}, brightness={'0.3': 1.0}
-        )
+        ),
     )
     assert routes(by_dict, cases) == [1, 1, 2]
     # An unlisted component level under interpolation: the severity too.
     assert by_dict.severity_of('jpeg', 25) == pytest.approx(14.5)
 
-    blend = build(compound_routing='blend')
+    blend = build()
+    assert blend.compound_routing == 'blend'
     assert routes(blend, cases) == [
         ((1, 0.5), (3, 0.5)),
         ((1, 0.5), (3, 0.5)),

@@ -104,10 +104,12 @@ class GearNNSegmentor(SegmentorWrapper):
             bracket it.
         compound_routing (str): where a compound distortion (metadata with
             ``components``, see :class:`CompoundDistortion`) runs:
-            ``'dominant'`` (default) on the gear of its most severe
-            component, ``'first'`` on the gear of the component applied
-            first, ``'blend'`` (inference only) on the equal-weight blend of
-            every component's gear(s).
+            ``'blend'`` (default; inference only) on the equal-weight blend
+            of every component's gear(s), the best of the three on CamVid
+            (``benchmarks/results/levels_between.json``); ``'dominant'`` on
+            the gear of its most severe component, which can also train
+            that gear; ``'first'`` on the gear of the component applied
+            first.
         compound_severity (str | dict, optional): the severity of each
             (type, level) of the space, which ``'dominant'`` compares
             across types: the path of a ``DistortionIoUMetric`` report of
@@ -130,7 +132,7 @@ class GearNNSegmentor(SegmentorWrapper):
         estimator: Optional[str] = None,
         routing: str = 'metadata',
         level_routing: str = 'nearest',
-        compound_routing: str = 'dominant',
+        compound_routing: str = 'blend',
         compound_severity: Optional[Union[str, dict]] = None,
         data_preprocessor: OptConfigType = None,
         init_cfg: OptConfigType = None,
