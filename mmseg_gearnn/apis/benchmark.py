@@ -19,8 +19,11 @@ random_selection   the same budget filled at random
 =================  ===================================================
 
 Each stage keeps its result in ``work_dir/<stage>/result.json`` together
-with what it depended on, so a second run resumes where the first stopped
-and redoes a stage only when its inputs changed.
+with what it depended on (data, base, profile, and its config as loaded,
+bases included), so a second run resumes where the first stopped and
+redoes a stage only when its inputs changed. The base itself is kept once
+trained: delete ``work_dir/base`` to train it again. Library code is not
+part of the inputs.
 """
 
 import copy
@@ -367,6 +370,15 @@ class CamVidBenchmark:
             options,
         )
 
+    def _config_digest(self, key: str, options: Optional[dict] = None):
+        """sha256 of config ``key`` as loaded (its bases included) with
+        ``options``: editing a config reruns the stages that use it."""
+        cfg = Config.fromfile(self.configs[key])
+        if options:
+            cfg.merge_from_dict(options)
+        text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def _inputs(self, base_sha256: Optional[str] = None, **extra) -> dict:
         """What a stage's result depends on: the data, the base, the
         profile's settings that every stage shares, and ``extra``; lists of
@@ -416,7 +428,7 @@ class CamVidBenchmark:
     def clean(self, base: str) -> dict:
         return self.cache.run(
             'clean',
-            self._inputs(method='clean'),
+            self._inputs(method='clean', config=self._config_digest('base')),
             lambda d: self.evaluate('base', base, d),
         )
 
@@ -438,7 +450,13 @@ class CamVidBenchmark:
             return self.evaluate(key, ckpt, stage_dir, options)
 
         return self.cache.run(
-            name, self._inputs(method=name, options=options), run
+            name,
+            self._inputs(
+                method=name,
+                options=options,
+                config=self._config_digest(key, options),
+            ),
+            run,
         )
 
     def gears(
@@ -473,6 +491,7 @@ class CamVidBenchmark:
             self._inputs(
                 base_sha256,
                 method=name,
+                config=self._config_digest('gearnn', options),
                 adaptor=adaptor,
                 selection=selection,
                 bn_recalibration=[
@@ -520,6 +539,7 @@ class CamVidBenchmark:
             self._inputs(
                 base_sha256,
                 method='selection',
+                config=self._config_digest('base'),
                 scoring=scoring,
                 budget=budget,
                 steps=self.profile.selection_steps,
