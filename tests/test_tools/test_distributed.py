@@ -98,6 +98,16 @@ train_dataloader = dict(dataset=dict(pipeline=[
 ]))
 """
 
+# Gear training, then each gear's BN statistics re-estimated on one batch.
+RECALIBRATE_CONFIG = """
+_base_ = [{train!r}]
+custom_hooks = [
+    dict(type='GearBNRecalibrationHook', batches_per_gear=1, max_batches=8),
+    dict(type='GearCheckpointHook'),
+    dict(type='SaveRankStateHook'),
+]
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -147,6 +157,8 @@ def setup(tmp_path_factory) -> dict:
     config.write_text(CONFIG.format(runtime=str(GEARNN_RUNTIME)))
     select_config = root / 'select_fcn-tiny_procedural-32x32.py'
     select_config.write_text(SELECT_CONFIG.format(train=str(config)))
+    recalibrate_config = root / 'recalibrate_fcn-tiny_procedural-32x32.py'
+    recalibrate_config.write_text(RECALIBRATE_CONFIG.format(train=str(config)))
     from mmseg.registry import MODELS
 
     import mmseg_gearnn  # noqa: F401
@@ -165,16 +177,22 @@ def setup(tmp_path_factory) -> dict:
     checkpoint = root / 'base.pth'
     torch.save(dict(state_dict=base.state_dict(), meta=dict()), checkpoint)
     return dict(
-        root=root, config=config, select=select_config, base=checkpoint
+        root=root,
+        config=config,
+        select=select_config,
+        recalibrate=recalibrate_config,
+        base=checkpoint,
     )
 
 
-def _train(setup, name: str, nproc: int, batch_size: int) -> Path:
+def _train(
+    setup, name: str, nproc: int, batch_size: int, config: str = 'config'
+) -> Path:
     work_dir = setup['root'] / name
     proc = _run(
         [
             str(TOOLS / 'train.py'),
-            str(setup['config']),
+            str(setup[config]),
             '--work-dir',
             str(work_dir),
             '--cfg-options',
@@ -239,6 +257,29 @@ def test_dist_train_matches_single_process(setup):
         )
     # Rank 0 wrote the gears file, with these gears.
     assert (dist_dir / 'gears.pth').is_file()
+
+
+def test_dist_bn_recalibration_matches_single_process(setup):
+    """Each rank re-estimates the gears it meets (rank 0 gears 1 and 3,
+    rank 1 gears 2 and 4) on the batch a single process splits into the
+    same groups; merged over the ranks, every rank holds the single
+    process's statistics."""
+    dist_dir = _train(setup, 'recal_dist', 2, 2, config='recalibrate')
+    single_dir = _train(setup, 'recal_single', 1, 4, config='recalibrate')
+    ranks = [
+        torch.load(dist_dir / f'state_rank{r}.pth', weights_only=True)
+        for r in range(2)
+    ]
+    single = _gear_state(
+        torch.load(single_dir / 'state_rank0.pth', weights_only=True)
+    )
+    for k, v in single.items():
+        if 'num_batches_tracked' in k:
+            # Re-estimated on one group, except gear 5 (never met).
+            gear = int(k.split('.')[2])
+            assert v.item() == (0 if gear == 5 else 1), k
+        for r in range(2):
+            torch.testing.assert_close(ranks[r][k], v, rtol=1e-4, atol=1e-6)
 
 
 def _select(setup, out: Path, nproc: int) -> subprocess.CompletedProcess:

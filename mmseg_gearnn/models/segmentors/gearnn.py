@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.dist import all_reduce, get_world_size
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
 from torch import Tensor
@@ -816,7 +817,10 @@ class GearNNSegmentor(SegmentorWrapper):
         clean base's statistics, and inference (which uses them) no longer
         matches training. This pass replaces them with the plain average
         over ``batches_per_gear`` batches of each gear (BN with
-        ``momentum=None``), nothing else changes.
+        ``momentum=None``), nothing else changes. In a distributed run each
+        rank averages its own batches, then every gear's statistics are
+        averaged over the ranks weighted by their batch counts: every rank
+        holds what one process gets on the union of the ranks' batches.
 
         Args:
             data_batches (Iterable[dict]): training batches (as the
@@ -826,8 +830,8 @@ class GearNNSegmentor(SegmentorWrapper):
             batches_per_gear (int): groups averaged per gear.
 
         Returns:
-            dict: groups used per gear; a gear missing from it kept its
-            statistics.
+            dict: groups used per gear (over every rank); a gear missing
+            from it kept its statistics.
         """
         if batches_per_gear < 1:
             raise ValueError(
@@ -873,7 +877,48 @@ class GearNNSegmentor(SegmentorWrapper):
             for n, m in modules.items():
                 m.momentum = momenta[n]
             self.train(was_training)
+        if get_world_size() > 1:
+            seen = self._merge_bn_stats_over_ranks(seen)
         return dict(sorted(seen.items()))
+
+    @torch.no_grad()
+    def _merge_bn_stats_over_ranks(self, seen: Dict[int, int]):
+        """Each gear's adapted BN statistics averaged over the ranks,
+        weighted by the batches each rank averaged (those of a rank
+        without batches of the gear count for nothing)."""
+        gears = range(1, self.gear_bank.num_gears)
+        stats, counters = [], []
+        for gear in gears:
+            for name, t in self.gear_bank.tensors(gear).items():
+                layer, _, buffer = name.rpartition('.')
+                if layer not in self._adapted_bn:
+                    continue
+                if buffer == 'num_batches_tracked':
+                    counters.append((gear, t))
+                elif buffer in ('running_mean', 'running_var'):
+                    stats.append((gear, t))
+        if not stats:
+            return seen
+        device = stats[0][1].device
+        weights = torch.tensor(
+            [float(seen.get(g, 0)) for g in gears],
+            dtype=torch.float64,
+            device=device,
+        )
+        flat = torch.cat(
+            [t.double().reshape(-1) * weights[g - 1] for g, t in stats]
+            + [weights]
+        )
+        all_reduce(flat, op='sum')
+        sizes = [t.numel() for _, t in stats]
+        *sums, totals = flat.split(sizes + [len(weights)])
+        for (gear, t), total in zip(stats, sums):
+            if totals[gear - 1] > 0:
+                t.copy_((total / totals[gear - 1]).view_as(t))
+        for gear, t in counters:
+            if totals[gear - 1] > 0:
+                t.fill_(int(totals[gear - 1]))
+        return {g: int(totals[g - 1]) for g in gears if totals[g - 1] > 0}
 
     def check_base_frozen(self) -> None:
         """Raises if any base parameter would receive gradients."""
