@@ -295,6 +295,55 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
     assert model.segmentor.backbone.stem[1].momentum == 0.1
 
 
+def test_bn_recalibration_merge_over_ranks_weights_by_batches(
+    tmp_path, monkeypatch
+):
+    """Two ranks, with two batches and one batch of a gear, merge to what
+    one process gets from the three; gears no rank re-estimated keep
+    theirs."""
+    from mmseg_gearnn.models.segmentors import gearnn
+
+    model = make_runner(tmp_path, []).model
+    # Three batches of one gear, of different images.
+    batches, gear = {}, None
+    for batch in make_runner(tmp_path / 'data', []).train_dataloader:
+        g = batch['data_samples'][0].metainfo['distortion']['gear']
+        seen = batches.setdefault(g, [])
+        if not any(
+            torch.equal(b['inputs'][0], batch['inputs'][0]) for b in seen
+        ):
+            seen.append(batch)
+        if len(seen) == 3:
+            gear = g
+            break
+    first, second, third = batches[gear]
+    single, rank_a, rank_b = (copy.deepcopy(model) for _ in range(3))
+    assert single.recalibrate_bn([first, second, third], 3) == {gear: 3}
+    assert rank_a.recalibrate_bn([first, second], 2) == {gear: 2}
+    assert rank_b.recalibrate_bn([third], 1) == {gear: 1}
+    others = {g: _first_bn_stats(rank_a, g) for g in range(1, 4) if g != gear}
+    expected = _first_bn_stats(single, gear)
+    assert not torch.allclose(
+        _first_bn_stats(rank_a, gear)['running_mean'], expected['running_mean']
+    )
+
+    sent = []
+    monkeypatch.setattr(
+        gearnn, 'all_reduce', lambda t, op: sent.append(t.clone())
+    )
+    rank_b._merge_bn_stats_over_ranks({gear: 1})
+    monkeypatch.setattr(gearnn, 'all_reduce', lambda t, op: t.add_(sent[0]))
+    assert rank_a._merge_bn_stats_over_ranks({gear: 2}) == {gear: 3}
+
+    merged = _first_bn_stats(rank_a, gear)
+    for k in ('running_mean', 'running_var'):
+        torch.testing.assert_close(merged[k], expected[k])
+    assert merged['num_batches_tracked'] == 3
+    for g, stats in others.items():
+        for k, v in _first_bn_stats(rank_a, g).items():
+            assert torch.equal(v, stats[k]), (g, k)
+
+
 def test_bn_recalibration_hook_runs_before_the_last_checkpoint(tmp_path):
     runner = make_runner(
         tmp_path,
