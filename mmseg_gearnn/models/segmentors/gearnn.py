@@ -29,6 +29,8 @@ from .wrapper import SegmentorWrapper
 ROUTING_POLICIES = ('metadata', 'estimate', 'checked', 'default')
 LEVEL_ROUTING = ('nearest', 'interpolate')
 COMPOUND_ROUTING = ('dominant', 'first', 'blend')
+_BN_STATS = ('running_mean', 'running_var')
+_BN_COUNTER = ('num_batches_tracked',)
 
 # Where a sample runs: one gear id, or a blend of gears as
 # ((gear, weight), ...) in gear order, weights summing to 1.
@@ -861,12 +863,8 @@ class GearNNSegmentor(SegmentorWrapper):
                         continue
                     if gear not in seen:
                         # Restart the average for this gear.
-                        for name, t in self.gear_bank.tensors(gear).items():
-                            if (
-                                name.rpartition('.')[2]
-                                == 'num_batches_tracked'
-                            ):
-                                t.zero_()
+                        for t in self._gear_bn_buffers(gear, _BN_COUNTER):
+                            t.zero_()
                     self._call(gear, '_forward', sub_inputs, sub_samples)
                     seen[gear] += 1
                     if seen[gear] >= batches_per_gear:
@@ -881,22 +879,28 @@ class GearNNSegmentor(SegmentorWrapper):
             seen = self._merge_bn_stats_over_ranks(seen)
         return dict(sorted(seen.items()))
 
+    def _gear_bn_buffers(self, gear: int, kinds: Tuple[str, ...]):
+        """The gear's tensors for the ``kinds`` buffers (e.g.
+        ``running_mean``) of its adapted BN layers."""
+        for name, t in self.gear_bank.tensors(gear).items():
+            layer, _, kind = name.rpartition('.')
+            if kind in kinds and layer in self._adapted_bn:
+                yield t
+
     @torch.no_grad()
     def _merge_bn_stats_over_ranks(self, seen: Dict[int, int]):
         """Each gear's adapted BN statistics averaged over the ranks,
         weighted by the batches each rank averaged (those of a rank
         without batches of the gear count for nothing)."""
         gears = range(1, self.gear_bank.num_gears)
-        stats, counters = [], []
-        for gear in gears:
-            for name, t in self.gear_bank.tensors(gear).items():
-                layer, _, buffer = name.rpartition('.')
-                if layer not in self._adapted_bn:
-                    continue
-                if buffer == 'num_batches_tracked':
-                    counters.append((gear, t))
-                elif buffer in ('running_mean', 'running_var'):
-                    stats.append((gear, t))
+        stats = [
+            (g, t) for g in gears for t in self._gear_bn_buffers(g, _BN_STATS)
+        ]
+        counters = [
+            (g, t)
+            for g in gears
+            for t in self._gear_bn_buffers(g, _BN_COUNTER)
+        ]
         if not stats:
             return seen
         device = stats[0][1].device
