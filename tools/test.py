@@ -16,7 +16,12 @@ from mmengine.runner import Runner
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root, setup_dist_train, skip_bad_files
+from mmseg_gearnn.utils import (
+    set_data_root,
+    setup_dist_train,
+    skip_bad_files,
+    teardown_dist,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,6 +159,7 @@ def main() -> None:
 
     runner = Runner.from_cfg(cfg)
     runner.test()
+    teardown_dist()
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ from mmseg.registry import RUNNERS
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # (load_from, --resume) also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root, setup_dist_train
+from mmseg_gearnn.utils import set_data_root, setup_dist_train, teardown_dist
 
 
 def parse_args() -> argparse.Namespace:
@@ -126,6 +126,7 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
 
     runner.train()
+    teardown_dist()
 
 
 if __name__ == '__main__':

@@ -5,7 +5,12 @@ from .checkpoint import (
     register_safe_globals,
 )
 from .config import set_data_root, skip_bad_files
-from .dist import init_dist, run_on_main_process, setup_dist_train
+from .dist import (
+    init_dist,
+    run_on_main_process,
+    setup_dist_train,
+    teardown_dist,
+)
 
 __all__ = [
     'init_dist',
@@ -13,6 +18,7 @@ __all__ = [
     'set_data_root',
     'skip_bad_files',
     'setup_dist_train',
+    'teardown_dist',
     'MMENGINE_SAFE_GLOBALS',
     'UnsafeCheckpointError',
     'load_checkpoint_safely',

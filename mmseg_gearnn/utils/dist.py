@@ -108,6 +108,16 @@ def setup_dist_train(cfg) -> Tuple[int, int]:
     return get_dist_info()
 
 
+def teardown_dist() -> None:
+    """Leaves the process group once every rank got here (no-op without
+    one). A rank that exits while the group lives can be aborted in gloo's
+    teardown ("terminate called without an active exception") and fail
+    a run that finished."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def _launcher_rank(launcher: str) -> int:
     """This process's rank, read before the process group exists."""
     key = dict(slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK').get(
