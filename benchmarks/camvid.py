@@ -2,11 +2,13 @@
 
     python benchmarks/camvid.py ../shared/data/camvid
     python benchmarks/camvid.py ../shared/data/camvid --quick
+    python benchmarks/camvid.py ../shared/data/camvid --extended
 
 Trains the clean base once (cached in the work dir; or ``--base-checkpoint``),
 then every baseline and GearNN from it, evaluates all on the folder's ``val``
 split clean and at every distortion level, and writes ``camvid.md``,
-``camvid.json`` and ``camvid.png`` (``camvid_quick.*`` with ``--quick``).
+``camvid.json`` and ``camvid.png`` (``camvid_quick.*`` with ``--quick``,
+``camvid_extended.*`` with ``--extended``).
 A rerun reuses every finished stage. Any CamVid-layout folder works
 (``train``, ``trainannot``, ``val``, ``valannot``).
 """
@@ -36,10 +38,17 @@ CONFIGS = dict(
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('data_root', help='a CamVid-layout folder')
-    parser.add_argument(
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument(
         '--quick',
         action='store_true',
         help='every stage on a few frames and iterations (a smoke run)',
+    )
+    profile.add_argument(
+        '--extended',
+        action='store_true',
+        help='also every scoring method at the main budget and a third '
+        'curve budget (longer than 90 minutes on 2 CPU cores)',
     )
     parser.add_argument(
         '--work-dir',
@@ -80,9 +89,14 @@ def parse_args():
 
 def main():
     args = parse_args()
-    profile = 'quick' if args.quick else 'full'
-    suffix = '_quick' if args.quick else ''
-    work_dir = args.work_dir or f'work_dirs/benchmark_camvid{suffix}'
+    profile = 'full'
+    if args.quick or args.extended:
+        profile = 'quick' if args.quick else 'extended'
+    suffix = '' if profile == 'full' else f'_{profile}'
+    # --extended shares the full run's stages; --quick keeps its own.
+    work_dir = args.work_dir or (
+        'work_dirs/benchmark_camvid' + ('_quick' if args.quick else '')
+    )
     out_dir = args.out_dir or (
         work_dir if args.quick else osp.join(ROOT, 'benchmarks/results')
     )

@@ -151,6 +151,19 @@ def test_profile_overrides_are_named():
         resolve_profile(3)
 
 
+def test_extended_profile_adds_stages_to_full():
+    full = resolve_profile('full')[1]
+    extended = resolve_profile('extended')[1]
+    # The extended run reuses every stage of the full one: shared settings
+    # equal, scorings and budgets a superset.
+    assert full.scorings == ('fisher',)
+    assert set(extended.scorings) == {'fisher', 'rgn', 'weight_change'}
+    assert extended.scorings[0] == full.scorings[0]
+    assert set(full.curve_budgets) < set(extended.curve_budgets)
+    for field in ('iters', 'budget', 'alphas', 'selection_steps'):
+        assert getattr(full, field) == getattr(extended, field)
+
+
 def test_bad_folder_and_profile_are_named(tmp_path):
     configs = dict(
         base=str(BASE_CONFIG),
