@@ -47,8 +47,9 @@ def parse_args():
     profile.add_argument(
         '--extended',
         action='store_true',
-        help='also every scoring method at the main budget and a third '
-        'curve budget (longer than 90 minutes on 2 CPU cores)',
+        help='also every scoring method at the main budget, the budget '
+        'curve, the stability alpha grid and GearNN on the mixed model '
+        "(reuses the full run's stages; over an hour more on 2 CPU cores)",
     )
     parser.add_argument(
         '--work-dir',

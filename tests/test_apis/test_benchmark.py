@@ -160,7 +160,9 @@ def test_extended_profile_adds_stages_to_full():
     assert set(extended.scorings) == {'fisher', 'rgn', 'weight_change'}
     assert extended.scorings[0] == full.scorings[0]
     assert set(full.curve_budgets) < set(extended.curve_budgets)
-    for field in ('iters', 'budget', 'alphas', 'selection_steps'):
+    assert set(full.alphas) < set(extended.alphas)
+    assert extended.gears_on_mixed_aug and not full.gears_on_mixed_aug
+    for field in ('iters', 'budget', 'selection_steps', 'bn_batches_per_gear'):
         assert getattr(full, field) == getattr(extended, field)
 
 
