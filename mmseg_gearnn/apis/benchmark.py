@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
@@ -46,7 +47,11 @@ from ..evaluation.report import (
     markdown_table,
     plot_miou_vs_level,
 )
-from ..utils.config import set_data_root
+from ..utils.config import (
+    set_crop_size,
+    set_data_root,
+    set_distortion_space,
+)
 from .pipeline import evaluate_levels, train
 
 SPLIT = 'val'
@@ -92,6 +97,12 @@ class BenchmarkProfile:
             gear training.
         bn_max_batches (int, optional): at most this many batches for it;
             None: the hook's default.
+        crop_size (tuple[int], optional): (h, w) at which every method
+            trains and infers, resize steps scaled to match; None keeps the
+            configs' resolution.
+        distortion_space (dict, optional): the distortion space of every
+            method (gears, training distortions, evaluation levels); None
+            keeps the configs'.
     """
 
     iters: int = 100
@@ -109,6 +120,8 @@ class BenchmarkProfile:
     gears_on_mixed_aug: bool = False
     bn_batches_per_gear: int = 4
     bn_max_batches: Optional[int] = None
+    crop_size: Optional[Tuple[int, int]] = None
+    distortion_space: Optional[dict] = None
 
 
 PROFILES = {
@@ -164,9 +177,20 @@ def resolve_profile(profile, **overrides) -> Tuple[str, BenchmarkProfile]:
     if overrides:
         profile = replace(profile, **overrides)
         name += ' with ' + ', '.join(
-            f'{k}={v}' for k, v in sorted(overrides.items())
+            f'{k}={_describe(v)}' for k, v in sorted(overrides.items())
         )
     return name, profile
+
+
+def _describe(value) -> str:
+    """A short text of a profile setting: a distortion space by its
+    types and level counts."""
+    if isinstance(value, dict) and 'distortions' in value:
+        return '{%s}' % ', '.join(
+            f'{name}: {len(levels)} levels'
+            for name, levels in value['distortions'].items()
+        )
+    return str(value)
 
 
 def _log(msg: str) -> None:
@@ -235,6 +259,21 @@ def _dataloader_dataset(cfg: Config, key: str):
     return dataset['dataset'] if 'dataset' in dataset else dataset
 
 
+def profiled_config(
+    config: str, profile: BenchmarkProfile, options: Optional[dict] = None
+) -> Config:
+    """``config`` with ``options`` at the profile's resolution and
+    distortion space: what a stage runs, before paths and schedule."""
+    cfg = Config.fromfile(config)
+    if options:
+        cfg.merge_from_dict(options)
+    if profile.crop_size is not None:
+        set_crop_size(cfg, tuple(profile.crop_size))
+    if profile.distortion_space is not None:
+        set_distortion_space(cfg, profile.distortion_space)
+    return cfg
+
+
 def stage_config(
     config: str,
     work_dir: str,
@@ -244,9 +283,7 @@ def stage_config(
     options: Optional[dict] = None,
 ) -> Config:
     """``config`` pointed at ``data_root``, shrunk to ``profile``."""
-    cfg = Config.fromfile(config)
-    if options:
-        cfg.merge_from_dict(options)
+    cfg = profiled_config(config, profile, options)
     set_data_root(cfg, data_root)
     cfg.work_dir = work_dir
     if iters is not None:
@@ -385,10 +422,9 @@ class CamVidBenchmark:
 
     def _config_digest(self, key: str, options: Optional[dict] = None):
         """sha256 of config ``key`` as loaded (its bases included) with
-        ``options``: editing a config reruns the stages that use it."""
-        cfg = Config.fromfile(self.configs[key])
-        if options:
-            cfg.merge_from_dict(options)
+        ``options`` and the profile's resolution and space: editing a
+        config reruns the stages that use it."""
+        cfg = profiled_config(self.configs[key], self.profile, options)
         text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -539,6 +575,7 @@ class CamVidBenchmark:
                 budget=budget,
                 steps=self.profile.selection_steps,
                 out=out,
+                device='cuda' if torch.cuda.is_available() else 'cpu',
             )
             return dict(
                 file=osp.abspath(out),

@@ -4,7 +4,12 @@ from .checkpoint import (
     load_checkpoint_safely,
     register_safe_globals,
 )
-from .config import set_data_root, skip_bad_files
+from .config import (
+    set_crop_size,
+    set_data_root,
+    set_distortion_space,
+    skip_bad_files,
+)
 from .dist import (
     init_dist,
     run_on_main_process,
@@ -15,7 +20,9 @@ from .dist import (
 __all__ = [
     'init_dist',
     'run_on_main_process',
+    'set_crop_size',
     'set_data_root',
+    'set_distortion_space',
     'skip_bad_files',
     'setup_dist_train',
     'teardown_dist',

@@ -1,5 +1,7 @@
 """Config helpers shared by the tools."""
 
+import copy
+
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -92,4 +94,122 @@ def skip_bad_files(cfg, dataloader: str = 'test_dataloader') -> int:
     if not any(h.get('type') == 'SkippedFilesHook' for h in hooks):
         hooks.append(dict(type='SkippedFilesHook'))
     cfg['custom_hooks'] = hooks
+    return count
+
+
+def _walk(node, visit) -> int:
+    """Calls ``visit(parent, key, value)`` on every dict entry of a nested
+    config (lists included); returns how many calls returned True."""
+    count = 0
+    if isinstance(node, dict):
+        for key in list(node.keys()):
+            if visit(node, key, node[key]):
+                count += 1
+            count += _walk(node[key], visit)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            count += _walk(item, visit)
+    return count
+
+
+def set_crop_size(cfg, crop_size) -> int:
+    """Trains and infers at ``crop_size`` (h, w) instead of
+    ``cfg.crop_size``.
+
+    A top-level ``crop_size`` is copied into the pipelines and the data
+    preprocessor when a config file is read, so overriding it afterwards
+    changes nothing; this does. Every ``crop_size`` and preprocessor
+    ``size`` becomes ``crop_size``, and every resize ``scale`` is scaled by
+    the same factor as the crop, so that training frames still cover the
+    crop and inference runs at the new resolution.
+
+    Returns:
+        int: the number of values changed.
+
+    Raises:
+        ValueError: if ``crop_size`` is not two positive ints or the config
+            has no top-level ``crop_size`` to scale from.
+    """
+    if len(crop_size) != 2 or not all(
+        isinstance(s, int) and s > 0 for s in crop_size
+    ):
+        raise ValueError(
+            f'crop_size must be two positive ints (h, w), got {crop_size!r}'
+        )
+    old = cfg.get('crop_size', None)
+    if old is None:
+        raise ValueError(
+            'the config has no top-level crop_size: there is no resolution '
+            'to scale the resize steps from'
+        )
+    height, width = crop_size
+    scale_h, scale_w = height / old[0], width / old[1]
+
+    def visit(parent, key, value):
+        if key == 'crop_size' and value is not None:
+            parent[key] = (height, width)
+        elif key == 'size' and parent.get('type') == 'SegDataPreProcessor':
+            parent[key] = (height, width)
+        elif (
+            key == 'scale'
+            and parent.get('type') in ('Resize', 'RandomResize')
+            and isinstance(value, (list, tuple))
+        ):
+            # mmcv scales are (w, h).
+            old_w, old_h = value
+            parent[key] = (round(old_w * scale_w), round(old_h * scale_h))
+        else:
+            return False
+        return True
+
+    count = sum(
+        _walk(cfg[key], visit)
+        for key in list(cfg.keys())
+        if key != 'crop_size'
+    )
+    cfg['crop_size'] = (height, width)
+    return count
+
+
+def set_distortion_space(cfg, space: dict) -> int:
+    """Puts ``space`` wherever the config holds a distortion space: the
+    top-level ``distortion_space`` and every ``space`` of a transform,
+    dataset, metric or model.
+
+    Like ``crop_size``, a top-level ``distortion_space`` is copied where it
+    is used when the file is read; this replaces every copy.
+
+    Returns:
+        int: the number of places changed, the top level included.
+
+    Raises:
+        ValueError: if ``space`` has no ``distortions`` or the config holds
+            no distortion space.
+    """
+    if not isinstance(space, dict) or not space.get('distortions'):
+        raise ValueError(
+            'space must be a distortion space dict with "distortions", got '
+            f'{space!r}'
+        )
+
+    def visit(parent, key, value):
+        if (
+            key == 'space'
+            and isinstance(value, dict)
+            and 'distortions' in value
+        ):
+            parent[key] = copy.deepcopy(space)
+            return True
+        return False
+
+    count = sum(
+        _walk(cfg[key], visit)
+        for key in list(cfg.keys())
+        if key != 'distortion_space'
+    )
+    if 'distortion_space' in cfg:
+        cfg['distortion_space'] = copy.deepcopy(space)
+        count += 1
+    if count == 0:
+        raise ValueError('the config holds no distortion space to replace')
     return count

@@ -27,6 +27,12 @@ BASE_CONFIG = (
     / 'configs/gearnn/deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-'
     '240x320.py'
 )
+GEARNN_CONFIG = (
+    REPO_ROOT
+    / 'configs/gearnn/gearnn_deeplabv3plus_efficientnet-lite0_1xb8-300_'
+    'camvid-240x320.py'
+)
+TEN_LEVELS = REPO_ROOT / 'configs/_base_/distortions/camvid_10_levels.py'
 
 
 def _entry(mean, clean=50.0, fraction=0.0, gears=1):
@@ -214,6 +220,41 @@ def test_stage_inputs_follow_config_edits(tmp_path):
         'optim_wrapper = dict(optimizer=dict(lr=0.5))\n'
     )
     assert bench._config_digest('base') != digest
+
+
+def test_full_resolution_profile_reaches_every_stage(tmp_path):
+    for sub in ('train', 'trainannot', 'val', 'valannot'):
+        (tmp_path / sub).mkdir()
+    ten = Config.fromfile(str(TEN_LEVELS)).distortion_space.to_dict()
+    name, profile = resolve_profile(
+        'full', crop_size=(360, 480), distortion_space=ten
+    )
+    assert name == (
+        'full with crop_size=(360, 480), distortion_space={brightness: 10 '
+        'levels, jpeg: 10 levels, resolution: 10 levels, gaussian_noise: 10 '
+        'levels}'
+    )
+    configs = dict(
+        base=str(BASE_CONFIG),
+        gearnn=str(GEARNN_CONFIG),
+        mixed=str(BASE_CONFIG),
+        stability=str(BASE_CONFIG),
+    )
+    default = CamVidBenchmark(str(tmp_path), str(tmp_path / 'a'), configs)
+    full_res = CamVidBenchmark(
+        str(tmp_path), str(tmp_path / 'b'), configs, profile=profile
+    )
+    # Stages of one resolution are never reused for the other.
+    for key in ('base', 'gearnn'):
+        assert full_res._config_digest(key) != default._config_digest(key)
+    cfg = full_res._cfg('gearnn', str(tmp_path / 'stage'), 5)
+    assert tuple(cfg.crop_size) == (360, 480)
+    assert tuple(cfg.model.data_preprocessor['size']) == (360, 480)
+    assert cfg.model.space['distortions'] == ten['distortions']
+    sweep = cfg.test_dataloader.dataset
+    assert sweep.space['distortions'] == ten['distortions']
+    assert tuple(sweep.dataset.pipeline[1]['scale']) == (480, 360)
+    assert cfg.train_cfg.max_iters == 5
 
 
 def _renamed_camvid(camvid_root: Path, dst: Path) -> Path:
