@@ -112,6 +112,11 @@ def _walk(node, visit) -> int:
     return count
 
 
+def _walk_below(cfg, visit, skip: str) -> int:
+    """:func:`_walk` below every top-level key of ``cfg`` but ``skip``."""
+    return sum(_walk(cfg[key], visit) for key in cfg.keys() if key != skip)
+
+
 def set_crop_size(cfg, crop_size) -> int:
     """Trains and infers at ``crop_size`` (h, w) instead of
     ``cfg.crop_size``.
@@ -162,11 +167,7 @@ def set_crop_size(cfg, crop_size) -> int:
             return False
         return True
 
-    count = sum(
-        _walk(cfg[key], visit)
-        for key in list(cfg.keys())
-        if key != 'crop_size'
-    )
+    count = _walk_below(cfg, visit, skip='crop_size')
     cfg['crop_size'] = (height, width)
     return count
 
@@ -202,11 +203,7 @@ def set_distortion_space(cfg, space: dict) -> int:
             return True
         return False
 
-    count = sum(
-        _walk(cfg[key], visit)
-        for key in list(cfg.keys())
-        if key != 'distortion_space'
-    )
+    count = _walk_below(cfg, visit, skip='distortion_space')
     if 'distortion_space' in cfg:
         cfg['distortion_space'] = copy.deepcopy(space)
         count += 1

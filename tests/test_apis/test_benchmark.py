@@ -172,13 +172,22 @@ def test_extended_profile_adds_stages_to_full():
         assert getattr(full, field) == getattr(extended, field)
 
 
-def test_bad_folder_and_profile_are_named(tmp_path):
-    configs = dict(
-        base=str(BASE_CONFIG),
-        gearnn=str(BASE_CONFIG),
+def _empty_camvid_layout(root):
+    for sub in ('train', 'trainannot', 'val', 'valannot'):
+        (root / sub).mkdir()
+
+
+def _configs(base=BASE_CONFIG, gearnn=BASE_CONFIG):
+    return dict(
+        base=str(base),
+        gearnn=str(gearnn),
         mixed=str(BASE_CONFIG),
         stability=str(BASE_CONFIG),
     )
+
+
+def test_bad_folder_and_profile_are_named(tmp_path):
+    configs = _configs()
     (tmp_path / 'train').mkdir()
     with pytest.raises(FileNotFoundError, match='trainannot'):
         CamVidBenchmark(str(tmp_path), str(tmp_path / 'w'), configs)
@@ -198,16 +207,10 @@ def test_bad_folder_and_profile_are_named(tmp_path):
 
 
 def test_stage_inputs_follow_config_edits(tmp_path):
-    for sub in ('train', 'trainannot', 'val', 'valannot'):
-        (tmp_path / sub).mkdir()
+    _empty_camvid_layout(tmp_path)
     config = tmp_path / 'my_config.py'
     config.write_text(f'_base_ = [{str(BASE_CONFIG)!r}]\n')
-    configs = dict(
-        base=str(config),
-        gearnn=str(BASE_CONFIG),
-        mixed=str(BASE_CONFIG),
-        stability=str(BASE_CONFIG),
-    )
+    configs = _configs(base=config)
     bench = CamVidBenchmark(str(tmp_path), str(tmp_path / 'w'), configs)
     digest = bench._config_digest('base')
     assert digest == bench._config_digest('base')  # stable across loads
@@ -223,8 +226,7 @@ def test_stage_inputs_follow_config_edits(tmp_path):
 
 
 def test_full_resolution_profile_reaches_every_stage(tmp_path):
-    for sub in ('train', 'trainannot', 'val', 'valannot'):
-        (tmp_path / sub).mkdir()
+    _empty_camvid_layout(tmp_path)
     ten = Config.fromfile(str(TEN_LEVELS)).distortion_space.to_dict()
     name, profile = resolve_profile(
         'full', crop_size=(360, 480), distortion_space=ten
@@ -234,12 +236,7 @@ def test_full_resolution_profile_reaches_every_stage(tmp_path):
         'levels, jpeg: 10 levels, resolution: 10 levels, gaussian_noise: 10 '
         'levels}'
     )
-    configs = dict(
-        base=str(BASE_CONFIG),
-        gearnn=str(GEARNN_CONFIG),
-        mixed=str(BASE_CONFIG),
-        stability=str(BASE_CONFIG),
-    )
+    configs = _configs(gearnn=GEARNN_CONFIG)
     default = CamVidBenchmark(str(tmp_path), str(tmp_path / 'a'), configs)
     full_res = CamVidBenchmark(
         str(tmp_path), str(tmp_path / 'b'), configs, profile=profile
