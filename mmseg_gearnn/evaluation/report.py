@@ -151,7 +151,8 @@ def plot_miou_vs_level(
 ) -> str:
     """Plot mIoU against distortion level: one subplot per distortion type,
     one line per method, each method's clean mIoU as a dashed line of the
-    same colour.
+    same colour. The legend takes the first cell the subplots leave empty,
+    else the first subplot.
 
     The image is ``min(T, max_cols) * subplot_size[0] * dpi`` pixels wide and
     ``ceil(T / max_cols) * subplot_size[1] * dpi`` pixels high for ``T``
@@ -181,6 +182,7 @@ def plot_miou_vs_level(
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     ncols = min(len(columns), max_cols)
     nrows = math.ceil(len(columns) / max_cols)
@@ -190,21 +192,20 @@ def plot_miou_vs_level(
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     colors = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
+    handles = {}
+    drew_clean = False
     for i, (ax, (dtype, levels)) in enumerate(zip(axes, columns)):
         x = list(range(len(levels)))
         for j, method in enumerate(results):
             color = colors[j % len(colors)]
             y = [_value(_lookup(results, method, dtype, lv)) for lv in levels]
-            ax.plot(x, y, marker='o', color=color, label=str(method))
+            (handles[str(method)],) = ax.plot(x, y, marker='o', color=color)
             clean_miou = _value((clean or {}).get(method))
             if not math.isnan(clean_miou):
                 ax.axhline(
-                    clean_miou,
-                    color=color,
-                    linestyle='--',
-                    linewidth=1,
-                    label=f'{method} (clean)',
+                    clean_miou, color=color, linestyle='--', linewidth=1
                 )
+                drew_clean = True
         ax.set_xticks(x)
         ax.set_xticklabels(levels)
         ax.set_xlim(-0.5, len(levels) - 0.5)
@@ -213,10 +214,21 @@ def plot_miou_vs_level(
         if i % ncols == 0:
             ax.set_ylabel('mIoU (%)')
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize='small')
-    for ax in axes[len(columns) :]:
+    if drew_clean:
+        handles['clean mIoU (dashed)'] = Line2D(
+            [], [], color='gray', linestyle='--', linewidth=1
+        )
+    spare = axes[len(columns) :]
+    for ax in spare:
         ax.set_visible(False)
+    # One entry per method; in a spare cell when the grid has one, so that
+    # it hides no line.
+    if len(spare):
+        spare[0].set_visible(True)
+        spare[0].axis('off')
+        spare[0].legend(handles.values(), handles.keys(), loc='center')
+    else:
+        axes[0].legend(handles.values(), handles.keys(), fontsize='small')
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)

@@ -36,6 +36,23 @@ def test_plot_size_and_content(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ['miou.png']
 
 
+def test_plot_legend_takes_a_spare_cell(tmp_path):
+    types = ('a', 'b', 'c', 'd')
+    results = {
+        f'method_{j}': {t: {1: 50.0 - j, 2: 40.0 - j} for t in types}
+        for j in range(2)
+    }
+    clean = {m: 60.0 for m in results}
+    plot_miou_vs_level(results, tmp_path / 'p.png', clean, dpi=50)
+    img = cv2.imread(str(tmp_path / 'p.png'))
+    assert img.shape == (300, 600, 3)  # 2 x 3 cells of 200 x 150
+    # Row 2 holds type 'd', then the legend, then nothing (margins left
+    # to the neighbours' tick labels).
+    legend, empty = img[160:290, 220:380], img[150:, 420:]
+    assert (legend < 128).any()
+    assert (empty == 255).all()
+
+
 def test_plot_wraps_rows_and_draws_clean(tmp_path):
     results = {'m': {t: {1: 50.0, 2: 40.0} for t in ('a', 'b', 'c', 'd')}}
     plot_miou_vs_level(results, tmp_path / 'p.png', max_cols=3, dpi=20)
