@@ -193,7 +193,6 @@ def plot_miou_vs_level(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     colors = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
     handles = {}
-    drew_clean = False
     for i, (ax, (dtype, levels)) in enumerate(zip(axes, columns)):
         x = list(range(len(levels)))
         for j, method in enumerate(results):
@@ -205,7 +204,6 @@ def plot_miou_vs_level(
                 ax.axhline(
                     clean_miou, color=color, linestyle='--', linewidth=1
                 )
-                drew_clean = True
         ax.set_xticks(x)
         ax.set_xticklabels(levels)
         ax.set_xlim(-0.5, len(levels) - 0.5)
@@ -214,7 +212,7 @@ def plot_miou_vs_level(
         if i % ncols == 0:
             ax.set_ylabel('mIoU (%)')
         ax.grid(alpha=0.3)
-    if drew_clean:
+    if any(not math.isnan(_value(v)) for v in (clean or {}).values()):
         handles['clean mIoU (dashed)'] = Line2D(
             [], [], color='gray', linestyle='--', linewidth=1
         )

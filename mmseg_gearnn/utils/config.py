@@ -135,8 +135,10 @@ def set_crop_size(cfg, crop_size) -> int:
         ValueError: if ``crop_size`` is not two positive ints or the config
             has no top-level ``crop_size`` to scale from.
     """
-    if len(crop_size) != 2 or not all(
-        isinstance(s, int) and s > 0 for s in crop_size
+    if (
+        not isinstance(crop_size, (tuple, list))
+        or len(crop_size) != 2
+        or not all(isinstance(s, int) and s > 0 for s in crop_size)
     ):
         raise ValueError(
             f'crop_size must be two positive ints (h, w), got {crop_size!r}'

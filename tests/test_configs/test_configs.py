@@ -114,7 +114,7 @@ def test_set_crop_size_moves_every_resolution_setting():
     assert tuple(cfg.model.data_preprocessor['size']) == (360, 480)
     assert tuple(cfg.model.segmentor.data_preprocessor['size']) == (360, 480)
     assert tuple(cfg.crop_size) == (360, 480)
-    for bad in ((360,), (360, 0), (360.0, 480)):
+    for bad in ((360,), (360, 0), (360.0, 480), 360):
         with pytest.raises(ValueError, match='two positive ints'):
             set_crop_size(cfg, bad)
     with pytest.raises(ValueError, match='no top-level crop_size'):
