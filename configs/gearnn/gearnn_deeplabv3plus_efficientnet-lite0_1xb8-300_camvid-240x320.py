@@ -53,4 +53,4 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
-custom_hooks = _base_.gearnn_hooks
+custom_hooks = _base_.gearnn_hooks + [dict(type='ChannelsLastHook')]

@@ -1,4 +1,5 @@
 from .hooks import (
+    ChannelsLastHook,
     FiniteGearsHook,
     FrozenBaseGuardHook,
     GearBNRecalibrationHook,
@@ -9,6 +10,7 @@ from .hooks import (
 from .model_wrappers import GearNNDistributedDataParallel
 
 __all__ = [
+    'ChannelsLastHook',
     'FiniteGearsHook',
     'FrozenBaseGuardHook',
     'GearBNRecalibrationHook',

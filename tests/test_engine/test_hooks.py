@@ -9,7 +9,11 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.engine import FrozenBaseGuardHook, GearCheckpointHook
+from mmseg_gearnn.engine import (
+    ChannelsLastHook,
+    FrozenBaseGuardHook,
+    GearCheckpointHook,
+)
 
 SPACE = dict(distortions=dict(jpeg=[30, 10], brightness=[0.3]))
 BN = dict(type='BN', requires_grad=True)
@@ -52,7 +56,9 @@ SEGMENTOR = dict(
 )
 
 
-def make_runner(work_dir, custom_hooks, max_iters=2, checkpoint_interval=2):
+def make_runner(
+    work_dir, custom_hooks, max_iters=2, checkpoint_interval=2, **kwargs
+):
     model = dict(
         type='GearNNSegmentor',
         segmentor=copy.deepcopy(SEGMENTOR),
@@ -102,6 +108,7 @@ def make_runner(work_dir, custom_hooks, max_iters=2, checkpoint_interval=2):
         ),
         custom_hooks=custom_hooks,
         default_scope='mmseg',
+        **kwargs,
     )
 
 
@@ -374,3 +381,43 @@ def test_bn_recalibration_arguments():
         GearBNRecalibrationHook(batches_per_gear=0)
     with pytest.raises(ValueError, match='max_batches must be >= 1'):
         GearBNRecalibrationHook(max_batches=0)
+
+
+def _trained_gears(work_dir, custom_hooks):
+    runner = make_runner(
+        work_dir, custom_hooks, max_iters=3, randomness=dict(seed=0)
+    )
+    runner.train()
+    return runner
+
+
+def test_channels_last_hook_keeps_training_results(tmp_path):
+    plain = _trained_gears(tmp_path / 'plain', [])
+    fast = _trained_gears(tmp_path / 'fast', [ChannelsLastHook()])
+    weights = [
+        t
+        for t in fast.model.parameters()
+        if t.dim() == 4 and t.shape[1] > 1 and t.shape[2:].numel() > 1
+    ]
+    assert weights
+    for t in weights:
+        assert t.is_contiguous(memory_format=torch.channels_last)
+        assert not t.is_contiguous()
+    # Gears trained from the same seed agree up to float rounding, and so
+    # does the untouched base.
+    for gear in range(1, 4):
+        trained = plain.model.gear_bank.tensors(gear)
+        for name, tensor in fast.model.gear_bank.tensors(gear).items():
+            torch.testing.assert_close(
+                tensor, trained[name], rtol=1e-4, atol=1e-5
+            )
+    for name, tensor in fast.model.segmentor.state_dict().items():
+        assert torch.equal(tensor, plain.model.segmentor.state_dict()[name])
+
+
+def test_channels_last_hook_converts_before_testing(tmp_path):
+    runner = make_runner(tmp_path, [])
+    ChannelsLastHook().before_test(runner)
+    conv = runner.model.segmentor.backbone.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
