@@ -40,7 +40,12 @@ train_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
 max_iters = 300
-optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.0))
+# Each gear holds a few small tensors (BN scales, shifts, statistics) and
+# trains on about 1/20 of the batches, so it takes a high rate. Chosen on
+# CamVid val (fisher, 0.2%, 100 iterations; mean mIoU over the 20 levels):
+# 0.002: 43.90, 0.02: 44.48, 0.06: 44.92, 0.2: 43.21. Gears of every weight
+# (adaptor='all') need a low one: 2e-3.
+optim_wrapper = dict(optimizer=dict(lr=6e-2, weight_decay=0.0))
 param_scheduler = [
     dict(
         type='PolyLR',

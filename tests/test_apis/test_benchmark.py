@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from mmseg_gearnn.apis import benchmark
 from mmseg_gearnn.apis.benchmark import (
     REQUIRED_METHODS,
     CamVidBenchmark,
@@ -252,6 +253,32 @@ def test_full_resolution_profile_reaches_every_stage(tmp_path):
     assert sweep.space['distortions'] == ten['distortions']
     assert tuple(sweep.dataset.pipeline[1]['scale']) == (480, 360)
     assert cfg.train_cfg.max_iters == 5
+
+
+def test_full_finetune_trains_at_its_own_rate(tmp_path, monkeypatch):
+    _empty_camvid_layout(tmp_path)
+    bench = CamVidBenchmark(
+        str(tmp_path), str(tmp_path / 'work'), _configs(gearnn=GEARNN_CONFIG)
+    )
+    trained = {}
+
+    def record(cfg, stage_dir, reuse=True):
+        trained[os.path.basename(stage_dir)] = cfg
+        raise InterruptedError  # the config is all this test needs
+
+    monkeypatch.setattr(benchmark, 'train', record)
+    base = str(tmp_path / 'base.pth')
+    with pytest.raises(InterruptedError):
+        bench.full_finetune(base)
+    with pytest.raises(InterruptedError):
+        bench.gears('bn_stats', base, 'bn')
+    full, bn = trained['full_finetune'], trained['bn_stats']
+    assert full.model.adaptor == 'all' and bn.model.adaptor == 'bn'
+    assert full.load_from == base
+    rate = bench.profile.full_finetune_lr
+    assert full.optim_wrapper.optimizer.lr == rate
+    gear_rate = Config.fromfile(str(GEARNN_CONFIG)).optim_wrapper.optimizer.lr
+    assert bn.optim_wrapper.optimizer.lr == gear_rate != rate
 
 
 def _renamed_camvid(camvid_root: Path, dst: Path) -> Path:
