@@ -69,7 +69,8 @@ default_hooks = dict(
 )
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 # Channels-last weights: oneDNN runs this model's (depthwise) convolutions
-# 1.7x faster in training and 1.8x in inference on a 2-core CPU.
+# faster on CPU, 1.4x per training step on 2 cores
+# (benchmarks/memory_format.py).
 custom_hooks = [dict(type='ChannelsLastHook')]
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
