@@ -82,6 +82,14 @@ def parse_args() -> argparse.Namespace:
         help='make the bn / all baselines keep to the budget',
     )
     parser.add_argument(
+        '--exclude-modules',
+        nargs='*',
+        metavar='MODULE',
+        help='modules whose tensors are never selected; default: those '
+        'run only for the training loss (auxiliary_head); given without '
+        'names, none',
+    )
+    parser.add_argument(
         '--lr', type=float, default=0.01, help='weight_change SGD lr'
     )
     parser.add_argument(
@@ -154,6 +162,7 @@ def main() -> None:
             normalize=args.normalize,
             granularity=args.granularity_bytes,
             respect_budget=args.respect_budget,
+            exclude_modules=args.exclude_modules,
             out=out,
             progress=not args.no_progress,
             top=args.top,

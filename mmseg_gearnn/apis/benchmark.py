@@ -610,6 +610,8 @@ class CamVidBenchmark:
                 scoring=scoring,
                 budget=budget,
                 steps=self.profile.selection_steps,
+                # The knapsack never picks the training-only modules.
+                excluded_modules='training-only',
             ),
             run,
         )

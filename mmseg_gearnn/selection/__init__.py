@@ -15,6 +15,7 @@ from .candidates import (
     candidate_tensors,
     list_candidates,
     model_total_bytes,
+    training_only_modules,
 )
 from .data import (
     BatchSource,
@@ -61,6 +62,7 @@ __all__ = [
     'candidate_tensors',
     'list_candidates',
     'model_total_bytes',
+    'training_only_modules',
     'BatchSource',
     'DataloaderBatchSource',
     'parse_levels',

@@ -7,7 +7,7 @@ candidate: it is a step counter, not learned state.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -99,6 +99,23 @@ def list_candidates(model: nn.Module) -> List[TensorInfo]:
     order = list(model.state_dict(keep_vars=True))
     rank = {name: i for i, name in enumerate(order)}
     return sorted(found.values(), key=lambda t: rank.get(t.name, len(rank)))
+
+
+def training_only_modules(model: nn.Module) -> List[str]:
+    """Submodules that only feed the training loss, never the prediction.
+
+    An mmseg segmentor's ``auxiliary_head`` adds a loss during training and
+    is skipped at inference, so a gear holding its tensors would spend
+    budget on weights that cannot change any output.
+    """
+    if getattr(model, 'with_auxiliary_head', False):
+        return ['auxiliary_head']
+    return []
+
+
+def in_modules(name: str, modules: Sequence[str]) -> bool:
+    """Whether tensor ``name`` belongs to one of ``modules`` (by name)."""
+    return any(name == m or name.startswith(m + '.') for m in modules)
 
 
 def model_total_bytes(model: nn.Module) -> int:

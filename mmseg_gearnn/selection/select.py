@@ -24,8 +24,10 @@ from .candidates import (
     BN_BUFFER,
     BN_STAT_NAMES,
     TensorInfo,
+    in_modules,
     list_candidates,
     model_total_bytes,
+    training_only_modules,
 )
 from .data import BatchSource, DataloaderBatchSource, parse_levels
 from .knapsack import (
@@ -134,6 +136,19 @@ def check_budget(
         )
 
 
+def selectable_candidates(
+    infos: Sequence[TensorInfo], excluded_modules: Sequence[str]
+) -> List[TensorInfo]:
+    """The candidates outside ``excluded_modules``; raise if none is."""
+    kept = [t for t in infos if not in_modules(t.name, excluded_modules)]
+    if not kept:
+        raise ValueError(
+            'every candidate tensor lies in the excluded modules '
+            f'{list(excluded_modules)}: nothing is left to select'
+        )
+    return kept
+
+
 def check_quantised_fit(
     infos: Sequence[TensorInfo], budget_bytes: int, granularity: int
 ) -> None:
@@ -222,6 +237,7 @@ def select_tensors(
     budget_bytes: int,
     granularity: Optional[int] = None,
     full_set: bool = False,
+    excluded_modules: Sequence[str] = (),
 ) -> SelectionOutcome:
     """Choose tensors maximising the total score under a byte budget.
 
@@ -240,6 +256,10 @@ def select_tensors(
         full_set (bool): select every tensor of score > 0 regardless of the
             budget (the ``bn`` and ``all`` baselines); the knapsack answers
             are still computed for the record.
+        excluded_modules (Sequence[str]): modules (by name) whose tensors
+            the knapsack may not choose, e.g. the training-only
+            ``auxiliary_head`` (see
+            :func:`~.candidates.training_only_modules`).
 
     Returns:
         SelectionOutcome: the choice.
@@ -248,13 +268,18 @@ def select_tensors(
         ValueError: if no candidate fits the (quantised) budget.
     """
     infos = list(infos)
-    items = knapsack_items(infos)
+    items = [
+        (idx, size)
+        for idx, size in knapsack_items(infos)
+        if not any(in_modules(infos[i].name, excluded_modules) for i in idx)
+    ]
+    selectable = selectable_candidates(infos, excluded_modules)
     sizes = [size for _, size in items]
     values = [sum(scores[infos[i].name] for i in idx) for idx, _ in items]
     if granularity is None:
         granularity = default_granularity(budget_bytes, DEFAULT_MAX_UNITS)
     if not full_set:
-        check_quantised_fit(infos, budget_bytes, granularity)
+        check_quantised_fit(selectable, budget_bytes, granularity)
     # Solved over items, reported over tensors.
     dp = _to_tensors(knapsack(sizes, values, budget_bytes, granularity), items)
     gr = _to_tensors(greedy(sizes, values, budget_bytes), items)
@@ -289,6 +314,7 @@ def build_record(
     checkpoint: Optional[dict] = None,
     config: Optional[str] = None,
     seed: Optional[int] = None,
+    excluded_modules: Sequence[str] = (),
 ) -> dict:
     """The selection file's content (see :data:`FORMAT_VERSION`)."""
     chosen = set(outcome.selected)
@@ -337,6 +363,7 @@ def build_record(
             sum(score_result.scores[n] for n in outcome.selected)
         ),
         num_candidates=len(infos),
+        excluded_modules=list(excluded_modules),
         num_selected=len(outcome.selected),
         selected=list(outcome.selected),
         greedy_comparison=dict(
@@ -359,6 +386,7 @@ def build_record(
                 score=score_result.scores[t.name],
                 raw_score=score_result.raw_scores[t.name],
                 selected=t.name in chosen,
+                excluded=in_modules(t.name, excluded_modules),
             )
             for t in infos
         ],
@@ -529,6 +557,7 @@ def run_selection(
     normalize: str = DEFAULT_NORMALIZE,
     granularity: Optional[int] = None,
     respect_budget: bool = False,
+    exclude_modules: Optional[Sequence[str]] = None,
     checkpoint: Optional[str] = None,
     config: Optional[str] = None,
     out: Optional[str] = None,
@@ -554,6 +583,11 @@ def run_selection(
         granularity (int, optional): knapsack unit in bytes.
         respect_budget (bool): make ``bn`` / ``all`` solve the knapsack
             instead of selecting their whole set.
+        exclude_modules (Sequence[str], optional): modules (by name) whose
+            tensors are scored but never selected. None: the modules that
+            only feed the training loss
+            (:func:`~.candidates.training_only_modules`, e.g.
+            ``auxiliary_head``); ``()`` excludes nothing.
         checkpoint (str, optional): base checkpoint path, fingerprinted
             into the record.
         config (str, optional): config path, for the record.
@@ -571,13 +605,22 @@ def run_selection(
         raise ValueError('the model has no parameters or BN statistics')
     total = model_total_bytes(model)
     budget_info = resolve_budget(total, budget, budget_bytes)
+    if exclude_modules is None:
+        exclude_modules = training_only_modules(model)
+    exclude_modules = list(exclude_modules)
+    unknown = sorted(set(exclude_modules) - dict(model.named_modules()).keys())
+    if unknown:
+        raise ValueError(
+            f'exclude_modules names no module of the model: {unknown}'
+        )
     full_set = method in FULL_SET_METHODS and not respect_budget
     if not full_set:
         # Fail before the (costly) scoring.
         asked = budget_info['asked_bytes']
-        check_budget(infos, asked, total)
+        selectable = selectable_candidates(infos, exclude_modules)
+        check_budget(selectable, asked, total)
         check_quantised_fit(
-            infos, asked, granularity or default_granularity(asked)
+            selectable, asked, granularity or default_granularity(asked)
         )
     parsed = parse_levels(space, levels) if method in DATA_METHODS else None
     seed_everything(seed)
@@ -598,6 +641,7 @@ def run_selection(
         budget_info['asked_bytes'],
         granularity=granularity,
         full_set=full_set,
+        excluded_modules=() if full_set else exclude_modules,
     )
     record = build_record(
         method=method,
@@ -612,6 +656,7 @@ def run_selection(
         ),
         config=config,
         seed=seed,
+        excluded_modules=() if full_set else exclude_modules,
     )
     if out is not None:
         save_selection(record, out)

@@ -131,6 +131,45 @@ def test_all_baseline_selects_everything(tiny_model, space):
     assert record['num_selected'] == len(list_candidates(tiny_model))
 
 
+def test_training_only_modules_are_never_selected(
+    tiny_model_cfg, make_trained_like, space
+):
+    from mmseg.registry import MODELS
+
+    tiny_model_cfg['auxiliary_head'] = dict(
+        tiny_model_cfg['decode_head'],
+        channels=4,
+        loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4),
+    )
+    model = make_trained_like(MODELS.build(tiny_model_cfg))
+    names = [t.name for t in list_candidates(model)]
+    aux = {n for n in names if n.startswith('auxiliary_head.')}
+    assert aux
+    # A budget that holds every tensor: all but the auxiliary head's.
+    record = select(model, space, 'all', budget=1.0, respect_budget=True)
+    assert record['excluded_modules'] == ['auxiliary_head']
+    assert set(record['selected']) == set(names) - aux
+    assert {t['name'] for t in record['tensors'] if t['excluded']} == aux
+    # Opting out restores them; a name that is no module is refused.
+    record = select(
+        model,
+        space,
+        'all',
+        budget=1.0,
+        respect_budget=True,
+        exclude_modules=(),
+    )
+    assert set(record['selected']) == set(names)
+    with pytest.raises(ValueError, match=r"no module.*'auxiliary'"):
+        select(model, space, exclude_modules=['auxiliary'])
+    with pytest.raises(ValueError, match='nothing is left to select'):
+        select(
+            model,
+            space,
+            exclude_modules=['backbone', 'decode_head', 'auxiliary_head'],
+        )
+
+
 def test_greedy_answer_kept_when_quantisation_costs(tiny_model):
     from mmseg_gearnn.selection import TensorInfo
 
