@@ -143,6 +143,31 @@ def test_stage_cache_reuses_and_reruns_on_new_inputs(tmp_path):
     assert cache.run('s', inputs, stage)['value'] == 1  # cached
     assert len(calls) == 1
     assert cache.run('s', dict(inputs, budget=0.01), stage)['value'] == 2
+    # Asked for again in the same run: still a stage this run ran.
+    cache.run('s', dict(inputs, budget=0.01), stage)
+    assert cache.stages['s']['reused'] is False
+    cache = StageCache(str(tmp_path))  # the next run
+    result = cache.run('s', dict(inputs, budget=0.01), stage)
+    assert cache.stages['s'] == dict(time_s=result['time_s'], reused=True)
+
+
+def test_markdown_names_reused_stages_and_sums_their_times():
+    results = _results()
+    results['goals'] = evaluate_goals(results)
+    results['stages'] = dict(
+        base=dict(time_s=None, reused=True),
+        clean=dict(time_s=60.0, reused=True),
+        gears=dict(time_s=120.0, reused=False),
+    )
+    text = results_markdown(results)
+    assert '- stages reused from earlier runs: `base`, `clean`' in text
+    assert (
+        "- every stage's own time summed: 3.0 min (without base: given or "
+        'reused)' in text
+    )
+    results['stages']['base'] = dict(time_s=600.0, reused=False)
+    text = results_markdown(results)
+    assert 'own time summed: 13.0 min\n' in text
 
 
 def test_profile_overrides_are_named():
@@ -340,6 +365,9 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
         == methods['mixed_aug']['clean_miou']
     )
     assert set(results['budget_curve']) >= {'fisher', 'random'}
+    stages = results['stages']
+    assert not [n for n, st in stages.items() if st['reused']]
+    assert stages['base']['time_s'] > 0 and 'mixed_aug' in stages
     assert (work_dir / 'camvid_quick.md').read_text().startswith('# ')
     assert (work_dir / 'camvid_quick.png').stat().st_size > 0
 
@@ -351,3 +379,6 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert ': running' not in proc.stdout + proc.stderr
     again = json.loads((work_dir / 'camvid_quick.json').read_text())
     assert again['methods'] == results['methods']
+    assert again['stages'] == {
+        n: dict(st, reused=True) for n, st in stages.items()
+    }

@@ -1,0 +1,137 @@
+"""Training length on CamVid val: the methods trained from the base, at
+other iteration counts than the benchmark's 100:
+
+    python benchmarks/training_length.py ../shared/data/camvid \
+        --base-checkpoint BASE.pth --iters 300 \
+        --selections fisher=FISHER.json random=RANDOM.json
+
+For each count, trains from the same base, with the configs and profile of
+``benchmarks/camvid.py`` (``full``) otherwise unchanged: mixed-distortion
+augmentation, per-level BN (``--methods``) and one gear set per given
+selection file; each is a benchmark stage, cached in the work dir, and is
+evaluated at every level of the distortion space. Writes
+``results/training_length.json``: mean and clean mIoU per count and
+method, with the command and commit.
+"""
+
+import argparse
+import json
+import os.path as osp
+import shlex
+import sys
+import time
+
+from mmengine.registry import init_default_scope
+
+import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.apis.benchmark import (
+    CamVidBenchmark,
+    file_fingerprint,
+    git_commit,
+    machine,
+    resolve_profile,
+)
+from mmseg_gearnn.evaluation.report import atomic_write
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from camvid import CONFIGS, ROOT  # noqa: E402
+
+METHODS = ('mixed', 'bn')
+
+
+def selection_arg(text):
+    name, sep, path = text.partition('=')
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f'expected NAME=PATH, got {text!r}')
+    if not osp.isfile(path):
+        raise argparse.ArgumentTypeError(f'selection not found: {path}')
+    return name, osp.abspath(path)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('data_root', help='a CamVid-layout folder')
+    parser.add_argument('--base-checkpoint', required=True)
+    parser.add_argument('--iters', type=int, nargs='+', required=True)
+    parser.add_argument(
+        '--selections',
+        type=selection_arg,
+        nargs='*',
+        default=[],
+        metavar='NAME=PATH',
+        help='gear sets to train, one per selection JSON',
+    )
+    parser.add_argument(
+        '--methods',
+        nargs='*',
+        choices=METHODS,
+        default=list(METHODS),
+        help='mixed: mixed augmentation; bn: per-level BN gears',
+    )
+    parser.add_argument('--work-dir', default='work_dirs/training_length')
+    parser.add_argument(
+        '--out',
+        default=osp.join(ROOT, 'benchmarks/results/training_length.json'),
+    )
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    init_default_scope('mmseg')
+    configs = {
+        k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
+    }
+    start = time.time()
+    lengths = {}
+    for iters in args.iters:
+        _, profile = resolve_profile('full', iters=iters)
+        bench = CamVidBenchmark(
+            args.data_root,
+            args.work_dir,
+            configs,
+            profile,
+            args.base_checkpoint,
+        )
+        base = bench.train_base()  # the given checkpoint, fingerprinted
+        entries = {}
+        if 'mixed' in args.methods:
+            entries['mixed_aug'] = bench.fine_tuned(
+                f'mixed_{iters}', 'mixed', base
+            )
+        if 'bn' in args.methods:
+            entries['bn_stats'] = bench.gears(f'bn_{iters}', base, 'bn')
+        for name, path in args.selections:
+            entries[f'gears_{name}'] = bench.gears(
+                f'{name}_{iters}',
+                base,
+                path,
+                selection=dict(sha256=file_fingerprint(path)),
+            )
+        lengths[str(iters)] = {
+            method: dict(
+                mean_miou=e['mean_miou'],
+                clean_miou=e['clean_miou'],
+                time_s=e.get('time_s'),
+            )
+            for method, e in entries.items()
+        }
+        for method, e in entries.items():
+            print(
+                f'{iters} iters, {method}: mean {e["mean_miou"]}', flush=True
+            )
+    results = dict(
+        command=shlex.join(['python'] + sys.argv),
+        commit=git_commit(ROOT),
+        machine=machine(),
+        wall_time_s=round(time.time() - start, 1),
+        base_checkpoint=osp.abspath(args.base_checkpoint),
+        selections={name: path for name, path in args.selections},
+        iters=lengths,
+    )
+    atomic_write(args.out, json.dumps(results, indent=2) + '\n')
+    print(f'written: {args.out}')
+
+
+if __name__ == '__main__':
+    main()
