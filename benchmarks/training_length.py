@@ -8,7 +8,8 @@ other iteration counts than the benchmark's 100:
 For each count, trains from the same base, with the configs and profile of
 ``benchmarks/camvid.py`` (``full``) otherwise unchanged: mixed-distortion
 augmentation, per-level BN (``--methods``) and one gear set per given
-selection file; each is a benchmark stage, cached in the work dir, and is
+selection file, and with ``--on-mixed``, GearNN on the mixed model of the
+same count; each is a benchmark stage, cached in the work dir, and is
 evaluated at every level of the distortion space. Writes
 ``results/training_length.json``: mean and clean mIoU per count and
 method, with the command and commit.
@@ -68,6 +69,12 @@ def parse_args():
         default=list(METHODS),
         help='mixed: mixed augmentation; bn: per-level BN gears',
     )
+    parser.add_argument(
+        '--on-mixed',
+        metavar='SCORING',
+        help='also GearNN with this scoring, at the profile budget, on the '
+        'mixed-augmentation model of each count (needs mixed)',
+    )
     parser.add_argument('--work-dir', default='work_dirs/training_length')
     parser.add_argument(
         '--out',
@@ -78,6 +85,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.on_mixed and 'mixed' not in args.methods:
+        raise SystemExit('training_length: --on-mixed needs --methods mixed')
     init_default_scope('mmseg')
     configs = {
         k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
@@ -99,8 +108,16 @@ def main():
             entries['mixed_aug'] = bench.fine_tuned(
                 f'mixed_{iters}', 'mixed', base
             )
-        if 'bn' in args.methods:
-            entries['bn_stats'] = bench.gears(f'bn_{iters}', base, 'bn')
+            if args.on_mixed:
+                mixed = osp.join(
+                    args.work_dir, f'mixed_{iters}', f'iter_{iters}.pth'
+                )
+                entries['gearnn_on_mixed_aug'] = bench.selected_gears(
+                    args.on_mixed,
+                    profile.budget,
+                    mixed,
+                    prefix=f'on_mixed_{iters}_',
+                )
         for name, path in args.selections:
             entries[f'gears_{name}'] = bench.gears(
                 f'{name}_{iters}',
@@ -108,6 +125,8 @@ def main():
                 path,
                 selection=dict(sha256=file_fingerprint(path)),
             )
+        if 'bn' in args.methods:
+            entries['bn_stats'] = bench.gears(f'bn_{iters}', base, 'bn')
         lengths[str(iters)] = {
             method: dict(
                 mean_miou=e['mean_miou'],
