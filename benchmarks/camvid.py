@@ -38,6 +38,9 @@ CONFIGS = dict(
     stability='stability_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-'
     '240x320.py',
 )
+CONFIG_PATHS = {
+    k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
+}
 # --full-resolution: CamVid's native 360x480 and ten levels per type.
 FULL_RESOLUTION = (360, 480)
 TEN_LEVELS = 'configs/_base_/distortions/camvid_10_levels.py'
@@ -132,9 +135,6 @@ def main():
     out_dir = args.out_dir or (
         work_dir if args.quick else osp.join(ROOT, 'benchmarks/results')
     )
-    configs = {
-        k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
-    }
     name, profile = resolve_profile(
         profile,
         iters=args.iters,
@@ -148,7 +148,7 @@ def main():
     benchmark = CamVidBenchmark(
         args.data_root,
         work_dir,
-        configs,
+        CONFIG_PATHS,
         profile=profile,
         base_checkpoint=args.base_checkpoint,
     )

@@ -26,7 +26,7 @@ from mmseg_gearnn.apis.benchmark import CamVidBenchmark, git_commit, machine
 from mmseg_gearnn.evaluation.report import atomic_write
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from camvid import CONFIGS, ROOT  # noqa: E402
+from camvid import CONFIG_PATHS, ROOT  # noqa: E402
 
 
 def parse_args():
@@ -45,11 +45,12 @@ def parse_args():
 def main():
     args = parse_args()
     init_default_scope('mmseg')
-    configs = {
-        k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
-    }
     bench = CamVidBenchmark(
-        args.data_root, args.work_dir, configs, 'full', args.base_checkpoint
+        args.data_root,
+        args.work_dir,
+        CONFIG_PATHS,
+        'full',
+        args.base_checkpoint,
     )
     base = bench.train_base()  # the given checkpoint, fingerprinted
     start = time.time()

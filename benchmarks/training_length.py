@@ -35,7 +35,7 @@ from mmseg_gearnn.apis.benchmark import (
 from mmseg_gearnn.evaluation.report import atomic_write
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from camvid import CONFIGS, ROOT  # noqa: E402
+from camvid import CONFIG_PATHS, ROOT  # noqa: E402
 
 METHODS = ('mixed', 'bn')
 
@@ -88,9 +88,6 @@ def main():
     if args.on_mixed and 'mixed' not in args.methods:
         raise SystemExit('training_length: --on-mixed needs --methods mixed')
     init_default_scope('mmseg')
-    configs = {
-        k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
-    }
     start = time.time()
     lengths = {}
     for iters in args.iters:
@@ -98,7 +95,7 @@ def main():
         bench = CamVidBenchmark(
             args.data_root,
             args.work_dir,
-            configs,
+            CONFIG_PATHS,
             profile,
             args.base_checkpoint,
         )

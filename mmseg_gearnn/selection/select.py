@@ -268,12 +268,13 @@ def select_tensors(
         ValueError: if no candidate fits the (quantised) budget.
     """
     infos = list(infos)
+    selectable = selectable_candidates(infos, excluded_modules)
+    kept = {t.name for t in selectable}
     items = [
         (idx, size)
         for idx, size in knapsack_items(infos)
-        if not any(in_modules(infos[i].name, excluded_modules) for i in idx)
+        if all(infos[i].name in kept for i in idx)
     ]
-    selectable = selectable_candidates(infos, excluded_modules)
     sizes = [size for _, size in items]
     values = [sum(scores[infos[i].name] for i in idx) for idx, _ in items]
     if granularity is None:
