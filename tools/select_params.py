@@ -28,7 +28,12 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 
-from mmseg_gearnn.selection import available_methods, run_selection_from_config
+from mmseg_gearnn.selection import (
+    DEFAULT_KNAPSACK_VALUE,
+    KNAPSACK_VALUES,
+    available_methods,
+    run_selection_from_config,
+)
 from mmseg_gearnn.selection.scores import DEFAULT_NORMALIZE, NORMALIZATIONS
 from mmseg_gearnn.utils import run_on_main_process
 
@@ -70,6 +75,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--normalize', default=DEFAULT_NORMALIZE, choices=NORMALIZATIONS
+    )
+    parser.add_argument(
+        '--value',
+        default=DEFAULT_KNAPSACK_VALUE,
+        choices=KNAPSACK_VALUES,
+        help="a tensor's knapsack value: its score (tensor) or its score "
+        'times its number of elements (element: the budget goes to the '
+        'most sensitive bytes, kernels included)',
     )
     parser.add_argument(
         '--granularity-bytes',
@@ -163,6 +176,7 @@ def main() -> None:
             granularity=args.granularity_bytes,
             respect_budget=args.respect_budget,
             exclude_modules=args.exclude_modules,
+            value=args.value,
             out=out,
             progress=not args.no_progress,
             top=args.top,

@@ -37,7 +37,9 @@ from .scores import (
     segmentor_loss,
 )
 from .select import (
+    DEFAULT_KNAPSACK_VALUE,
     FORMAT_VERSION,
+    KNAPSACK_VALUES,
     SelectionOutcome,
     build_record,
     format_selection_table,
@@ -81,7 +83,9 @@ __all__ = [
     'normalize_scores',
     'register_scorer',
     'segmentor_loss',
+    'DEFAULT_KNAPSACK_VALUE',
     'FORMAT_VERSION',
+    'KNAPSACK_VALUES',
     'SelectionOutcome',
     'build_record',
     'format_selection_table',

@@ -51,6 +51,13 @@ FORMAT_VERSION = 1
 #: Methods that select a fixed set (every tensor they score above 0)
 #: rather than solving the knapsack, unless asked to respect the budget.
 FULL_SET_METHODS = ('bn', 'all')
+#: How the knapsack values a tensor: ``'tensor'``, its score; ``'element'``,
+#: its score times its number of elements (the score read as a density,
+#: so the budget goes to the most sensitive bytes whatever the tensor
+#: sizes, convolution kernels included, rather than to as many small
+#: tensors as fit).
+KNAPSACK_VALUES = ('tensor', 'element')
+DEFAULT_KNAPSACK_VALUE = 'tensor'
 REQUIRED_KEYS = (
     'format_version',
     'method',
@@ -231,6 +238,13 @@ def _to_tensors(result: KnapsackResult, items) -> KnapsackResult:
     )
 
 
+def check_knapsack_value(value: str) -> None:
+    if value not in KNAPSACK_VALUES:
+        raise ValueError(
+            f'unknown knapsack value {value!r}; choose from {KNAPSACK_VALUES}'
+        )
+
+
 def select_tensors(
     infos: Sequence[TensorInfo],
     scores: Dict[str, float],
@@ -238,6 +252,7 @@ def select_tensors(
     granularity: Optional[int] = None,
     full_set: bool = False,
     excluded_modules: Sequence[str] = (),
+    value: str = DEFAULT_KNAPSACK_VALUE,
 ) -> SelectionOutcome:
     """Choose tensors maximising the total score under a byte budget.
 
@@ -260,13 +275,18 @@ def select_tensors(
             the knapsack may not choose, e.g. the training-only
             ``auxiliary_head`` (see
             :func:`~.candidates.training_only_modules`).
+        value (str): a tensor's knapsack value, one of
+            :data:`KNAPSACK_VALUES`: ``'tensor'``, its score;
+            ``'element'``, its score times its number of elements.
 
     Returns:
         SelectionOutcome: the choice.
 
     Raises:
-        ValueError: if no candidate fits the (quantised) budget.
+        ValueError: if no candidate fits the (quantised) budget, or
+            ``value`` is unknown.
     """
+    check_knapsack_value(value)
     infos = list(infos)
     selectable = selectable_candidates(infos, excluded_modules)
     kept = {t.name for t in selectable}
@@ -276,7 +296,14 @@ def select_tensors(
         if all(infos[i].name in kept for i in idx)
     ]
     sizes = [size for _, size in items]
-    values = [sum(scores[infos[i].name] for i in idx) for idx, _ in items]
+    per_element = value == 'element'
+    values = [
+        sum(
+            scores[infos[i].name] * (infos[i].numel if per_element else 1)
+            for i in idx
+        )
+        for idx, _ in items
+    ]
     if granularity is None:
         granularity = default_granularity(budget_bytes, DEFAULT_MAX_UNITS)
     if not full_set:
@@ -316,6 +343,7 @@ def build_record(
     config: Optional[str] = None,
     seed: Optional[int] = None,
     excluded_modules: Sequence[str] = (),
+    value: str = DEFAULT_KNAPSACK_VALUE,
 ) -> dict:
     """The selection file's content (see :data:`FORMAT_VERSION`)."""
     chosen = set(outcome.selected)
@@ -356,6 +384,7 @@ def build_record(
             respected=outcome.budget_respected,
         ),
         granularity_bytes=outcome.granularity,
+        knapsack_value=value,
         solver=outcome.solver,
         # Summed in the selection's order, not the set's: a set of strings
         # iterates in an order that changes with PYTHONHASHSEED, and so
@@ -559,6 +588,7 @@ def run_selection(
     granularity: Optional[int] = None,
     respect_budget: bool = False,
     exclude_modules: Optional[Sequence[str]] = None,
+    value: str = DEFAULT_KNAPSACK_VALUE,
     checkpoint: Optional[str] = None,
     config: Optional[str] = None,
     out: Optional[str] = None,
@@ -589,6 +619,8 @@ def run_selection(
             only feed the training loss
             (:func:`~.candidates.training_only_modules`, e.g.
             ``auxiliary_head``); ``()`` excludes nothing.
+        value (str): a tensor's knapsack value (see
+            :data:`KNAPSACK_VALUES`).
         checkpoint (str, optional): base checkpoint path, fingerprinted
             into the record.
         config (str, optional): config path, for the record.
@@ -601,6 +633,7 @@ def run_selection(
         dict: the selection record (as written to ``out``).
     """
     space = build_space(space)
+    check_knapsack_value(value)
     infos = list_candidates(model)
     if not infos:
         raise ValueError('the model has no parameters or BN statistics')
@@ -643,6 +676,7 @@ def run_selection(
         granularity=granularity,
         full_set=full_set,
         excluded_modules=() if full_set else exclude_modules,
+        value=value,
     )
     record = build_record(
         method=method,
@@ -658,6 +692,7 @@ def run_selection(
         config=config,
         seed=seed,
         excluded_modules=() if full_set else exclude_modules,
+        value=value,
     )
     if out is not None:
         save_selection(record, out)

@@ -186,6 +186,34 @@ def test_greedy_answer_kept_when_quantisation_costs(tiny_model):
     assert outcome.selected == ['a', 'b']
 
 
+def test_element_value_spends_the_budget_on_the_densest_bytes():
+    from mmseg_gearnn.selection import TensorInfo
+
+    # One kernel of 64 elements, slightly more sensitive per element than
+    # four 16-element vectors; the budget holds either the kernel or the
+    # four vectors.
+    infos = [TensorInfo('kernel', 64, 256, 'param', False)] + [
+        TensorInfo(f'vector{i}', 16, 64, 'param', True) for i in range(4)
+    ]
+    scores = dict(kernel=0.9, vector0=0.8, vector1=0.8, vector2=0.8)
+    scores['vector3'] = 0.8
+    by_tensor = select_tensors(infos, scores, 256)
+    by_element = select_tensors(infos, scores, 256, value='element')
+    assert sorted(by_tensor.selected) == [f'vector{i}' for i in range(4)]
+    assert by_element.selected == ['kernel']
+    assert by_element.dp.total_value == pytest.approx(0.9 * 64)
+    with pytest.raises(ValueError, match='knapsack value'):
+        select_tensors(infos, scores, 256, value='bytes')
+
+
+def test_knapsack_value_is_recorded(tiny_model, space):
+    record = select(tiny_model, space, value='element')
+    assert record['knapsack_value'] == 'element'
+    assert select(tiny_model, space)['knapsack_value'] == 'tensor'
+    with pytest.raises(ValueError, match="unknown knapsack value 'size'"):
+        select(tiny_model, space, value='size')
+
+
 @pytest.mark.faults
 def test_impossible_budget_is_explained(tiny_model, space):
     smallest = min(list_candidates(tiny_model), key=lambda t: t.bytes)

@@ -79,10 +79,12 @@ def test_tool_end_to_end(tiny_setup, tmp_path, repo_root):
         out,
         *'--method fisher --budget 0.02 --steps 1 --seed 3'.split(),
         *'--device cpu --no-progress --exclude-modules decode_head'.split(),
+        *'--value element'.split(),
         cwd=repo_root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = load_selection(str(out), model=model, space=SPACE)
+    assert record['knapsack_value'] == 'element'
     assert record['excluded_modules'] == ['decode_head']
     assert not [n for n in record['selected'] if n.startswith('decode_head')]
     names = {t.name for t in list_candidates(model)}
