@@ -8,7 +8,8 @@ other iteration counts than the benchmark's 100:
 For each count, trains from the same base, with the configs and profile of
 ``benchmarks/camvid.py`` (``full``) otherwise unchanged: mixed-distortion
 augmentation, per-level BN (``--methods``) and one gear set per given
-selection file, and with ``--on-mixed``, GearNN on the mixed model of the
+selection file (``--gear-options`` overrides their gear config, e.g. its
+optimiser), and with ``--on-mixed``, GearNN on the mixed model of the
 same count; each is a benchmark stage, cached in the work dir, and is
 evaluated at every level of the distortion space. Writes
 ``results/training_length.json``: mean and clean mIoU per count and
@@ -22,6 +23,7 @@ import shlex
 import sys
 import time
 
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
@@ -61,6 +63,14 @@ def parse_args():
         default=[],
         metavar='NAME=PATH',
         help='gear sets to train, one per selection JSON',
+    )
+    parser.add_argument(
+        '--gear-options',
+        nargs='+',
+        action=DictAction,
+        default={},
+        metavar='KEY=VALUE',
+        help='gear config settings for the --selections gear sets',
     )
     parser.add_argument(
         '--methods',
@@ -121,6 +131,7 @@ def main():
                 base,
                 path,
                 selection=dict(sha256=file_fingerprint(path)),
+                options=args.gear_options,
             )
         if 'bn' in args.methods:
             entries['bn_stats'] = bench.gears(f'bn_{iters}', base, 'bn')
@@ -143,6 +154,7 @@ def main():
         wall_time_s=round(time.time() - start, 1),
         base_checkpoint=osp.abspath(args.base_checkpoint),
         selections={name: path for name, path in args.selections},
+        gear_options=args.gear_options,
         iters=lengths,
     )
     atomic_write(args.out, json.dumps(results, indent=2) + '\n')
