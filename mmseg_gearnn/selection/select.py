@@ -2,9 +2,10 @@
 
 The selection file (JSON, ``format_version`` 1) records which tensors form
 the adaptor, and everything needed to judge and reproduce it: the scores of
-every candidate, the budget asked and used, the knapsack granularity and
-the greedy comparison, the model size, the distortion space, the base
-checkpoint's fingerprint, the config and the seed.
+every candidate, the budget asked and used, the knapsack granularity,
+value (:data:`KNAPSACK_VALUES`) and greedy comparison, the model size, the
+distortion space, the base checkpoint's fingerprint, the config and the
+seed.
 """
 
 import copy
