@@ -1,0 +1,3 @@
+from .class_weighted_ce import ClassWeightedCrossEntropyLoss
+
+__all__ = ['ClassWeightedCrossEntropyLoss']
