@@ -1,6 +1,7 @@
 """Datasets and loading transforms (importing registers them in mmseg)."""
 
 from .camvid import CamVidDataset
+from .class_balance import label_pixel_counts, median_frequency_weights
 from .loading import LoadCheckedAnnotations, LoadCheckedImageFromFile
 from .procedural import ProceduralStreetDataset, render_street
 from .sweep import DistortionSweepDataset
@@ -11,5 +12,7 @@ __all__ = [
     'LoadCheckedAnnotations',
     'LoadCheckedImageFromFile',
     'ProceduralStreetDataset',
+    'label_pixel_counts',
+    'median_frequency_weights',
     'render_street',
 ]
