@@ -462,7 +462,13 @@ class CamVidBenchmark:
         return inputs
 
     def train_base(self) -> str:
-        """The clean base checkpoint: given, cached or trained."""
+        """The clean base checkpoint: given, cached or trained.
+
+        A trained base records what it was trained from in
+        ``base/inputs.json``; a base from other inputs (an edited config,
+        other data or iterations) is an error, not silently reused, and is
+        never deleted.
+        """
         if self.base_checkpoint is not None:
             ckpt = self.base_checkpoint
             self.cache.record('base', None, reused=True)
@@ -471,6 +477,7 @@ class CamVidBenchmark:
             cfg = self._cfg('base', stage_dir, self.profile.base_iters)
             final = osp.join(stage_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
             time_file = osp.join(stage_dir, 'time.json')
+            self._check_base_inputs(stage_dir)
             reused = osp.isfile(final)
             start = time.time()
             ckpt = train(cfg, stage_dir)
@@ -486,6 +493,46 @@ class CamVidBenchmark:
             self.cache.record('base', time_s, reused=reused)
         self.base_sha256 = file_fingerprint(ckpt)
         return ckpt
+
+    def _base_inputs(self) -> dict:
+        p = self.profile
+        return dict(
+            config=self._config_digest('base'),
+            data_root=self.data_root,
+            base_iters=p.base_iters,
+            train_images=p.train_images,
+            batch_size=p.batch_size,
+        )
+
+    def _check_base_inputs(self, stage_dir: str) -> None:
+        """Record the base's inputs before it trains (so that a resumed run
+        is checked too); raise if ``stage_dir`` holds another base."""
+        inputs = json.loads(json.dumps(self._base_inputs()))
+        inputs_file = osp.join(stage_dir, 'inputs.json')
+        if osp.isfile(inputs_file):
+            with open(inputs_file, encoding='utf-8') as f:
+                recorded = json.load(f)
+            changed = sorted(
+                k
+                for k in set(inputs) | set(recorded)
+                if inputs.get(k) != recorded.get(k)
+            )
+            if changed:
+                raise RuntimeError(
+                    f'{stage_dir} holds a base trained from other inputs '
+                    f'(changed: {", ".join(changed)}); move it away or give '
+                    'another work dir to train a new one (nothing was '
+                    'deleted)'
+                )
+        elif osp.isdir(stage_dir) and os.listdir(stage_dir):
+            _log(
+                f'base: {stage_dir} predates input records; reusing it '
+                'unchecked'
+            )
+            return
+        else:
+            os.makedirs(stage_dir, exist_ok=True)
+            atomic_write(inputs_file, json.dumps(inputs, indent=2))
 
     def evaluate(
         self, key: str, checkpoint: str, stage_dir: str, options=None

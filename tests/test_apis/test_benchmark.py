@@ -280,6 +280,39 @@ def test_full_resolution_profile_reaches_every_stage(tmp_path):
     assert cfg.train_cfg.max_iters == 5
 
 
+def test_base_is_reused_only_for_its_own_inputs(tmp_path, monkeypatch):
+    _empty_camvid_layout(tmp_path)
+    config = tmp_path / 'my_config.py'
+    config.write_text(f'_base_ = [{str(BASE_CONFIG)!r}]\n')
+    trained = []
+
+    def fake_train(cfg, stage_dir, reuse=True):
+        final = Path(stage_dir) / f'iter_{cfg.train_cfg.max_iters}.pth'
+        if not final.exists():
+            trained.append(stage_dir)
+            final.write_bytes(b'weights')
+        return str(final)
+
+    monkeypatch.setattr(benchmark, 'train', fake_train)
+
+    def bench():
+        return CamVidBenchmark(
+            str(tmp_path), str(tmp_path / 'w'), _configs(base=config)
+        )
+
+    first = bench().train_base()
+    assert len(trained) == 1
+    assert bench().train_base() == first and len(trained) == 1
+    config.write_text(
+        f'_base_ = [{str(BASE_CONFIG)!r}]\n'
+        'optim_wrapper = dict(optimizer=dict(lr=0.5))\n'
+    )
+    with pytest.raises(RuntimeError, match=r'other inputs \(changed: config'):
+        bench().train_base()
+    assert Path(first).read_bytes() == b'weights'  # nothing deleted
+    assert len(trained) == 1
+
+
 def test_full_finetune_trains_at_its_own_rate(tmp_path, monkeypatch):
     _empty_camvid_layout(tmp_path)
     bench = CamVidBenchmark(
