@@ -117,3 +117,6 @@ def test_a_segmentor_trains_with_it_on_labels_holding_ignore_index():
     assert set(losses) == {'decode.loss_wce', 'decode.acc_seg'}
     losses['decode.loss_wce'].backward()
     assert torch.isfinite(losses['decode.loss_wce'])
+    # The weights are a loss setting, not model bytes or checkpoint state.
+    loss = model.decode_head.loss_decode
+    assert not list(loss.buffers()) and not loss.state_dict()

@@ -54,9 +54,9 @@ class ClassWeightedCrossEntropyLoss(nn.Module):
                 f'loss_name must start with "loss_" so that mmseg counts it '
                 f'as a loss, got {loss_name!r}'
             )
-        self.register_buffer(
-            'class_weight', torch.tensor(weights), persistent=False
-        )
+        # A plain attribute, not a buffer: the weights are a setting of the
+        # loss, not model state to count, save or adapt per gear.
+        self.class_weight = torch.tensor(weights)
         self.loss_weight = loss_weight
         self._loss_name = loss_name
 
