@@ -525,11 +525,12 @@ class CamVidBenchmark:
                     'deleted)'
                 )
         elif osp.isdir(stage_dir) and os.listdir(stage_dir):
-            _log(
-                f'base: {stage_dir} predates input records; reusing it '
-                'unchecked'
+            raise RuntimeError(
+                f'{stage_dir} holds a base with no record of its inputs '
+                '(written by an older version), so it cannot be checked '
+                'against the current config; move it away or give another '
+                'work dir, or pass its checkpoint as the base checkpoint'
             )
-            return
         else:
             os.makedirs(stage_dir, exist_ok=True)
             atomic_write(inputs_file, json.dumps(inputs, indent=2))

@@ -311,6 +311,10 @@ def test_base_is_reused_only_for_its_own_inputs(tmp_path, monkeypatch):
         bench().train_base()
     assert Path(first).read_bytes() == b'weights'  # nothing deleted
     assert len(trained) == 1
+    # A base without a record cannot be checked: an error, not reused.
+    (tmp_path / 'w' / 'base' / 'inputs.json').unlink()
+    with pytest.raises(RuntimeError, match='no record of its inputs'):
+        bench().train_base()
 
 
 def test_full_finetune_trains_at_its_own_rate(tmp_path, monkeypatch):
