@@ -10,7 +10,32 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 data_preprocessor = dict(size=_base_.crop_size)
-model = dict(data_preprocessor=data_preprocessor)
+# Median frequency balancing of the CamVid train labels (`python
+# tools/class_weights.py` on this config): without it, 1k iterations never
+# learn pole, sign and bicyclist (IoU 0.1, 4.7 and 1.0; clean mIoU 52.91,
+# 60.40 with it).
+class_weight = [
+    0.2793, 0.2017, 4.7865, 0.149, 1.0, 0.4217,
+    3.8467, 1.9736, 0.7889, 6.3747, 8.8587,
+]  # fmt: skip
+model = dict(
+    data_preprocessor=data_preprocessor,
+    decode_head=dict(
+        loss_decode=dict(
+            _delete_=True,
+            type='ClassWeightedCrossEntropyLoss',
+            class_weight=class_weight,
+        )
+    ),
+    auxiliary_head=dict(
+        loss_decode=dict(
+            _delete_=True,
+            type='ClassWeightedCrossEntropyLoss',
+            class_weight=class_weight,
+            loss_weight=0.4,
+        )
+    ),
+)
 
 # Clean training data: the clean model never sees a distortion.
 train_pipeline = [
