@@ -11,9 +11,9 @@ _base_ = [
 ]
 data_preprocessor = dict(size=_base_.crop_size)
 # Median frequency balancing of the CamVid train labels (`python
-# tools/class_weights.py` on this config): without it, 1k iterations never
-# learn pole, sign and bicyclist (IoU 0.1, 4.7 and 1.0; clean mIoU 52.91,
-# 60.40 with it).
+# tools/class_weights.py` on this config): without it, 1k iterations hardly
+# ever predict the thin rare classes (pole, sign, bicyclist), and clean val
+# mIoU is 52.91 instead of 60.40 (benchmarks/results/camvid*.md).
 class_weight = [
     0.2793, 0.2017, 4.7865, 0.149, 1.0, 0.4217,
     3.8467, 1.9736, 0.7889, 6.3747, 8.8587,
