@@ -95,7 +95,7 @@ class ClassWeightedCrossEntropyLoss(nn.Module):
         )
         valid = label != ignore_index
         total = class_weight[label[valid]].sum()
-        # clamp: a batch of ignored pixels gives 0 / 1, not 0 / 0.
+        # clamp: with no labelled pixel the loss is 0, not 0 / 0.
         return self.loss_weight * loss / total.clamp(min=1e-12)
 
     @property
