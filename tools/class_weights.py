@@ -13,6 +13,7 @@ import argparse
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.datasets import label_pixel_counts, median_frequency_weights
@@ -43,7 +44,11 @@ def main() -> None:
     dataset_cfg = cfg.train_dataloader.dataset
     num_classes = cfg.model.decode_head.num_classes
     counts, image_pixels = label_pixel_counts(dataset_cfg, num_classes)
-    weights = median_frequency_weights(counts, image_pixels, args.power)
+    names = DATASETS.get(dataset_cfg.type).METAINFO.get('classes', ())
+    names = dataset_cfg.get('metainfo', {}).get('classes', names)
+    weights = median_frequency_weights(
+        counts, image_pixels, args.power, class_names=names
+    )
     for c, (n, w) in enumerate(zip(counts, weights)):
         print(f'class {c}: {n} pixels, weight {w:.4f}')
     print(f'class_weight = {[round(w, 4) for w in weights]}')

@@ -86,3 +86,25 @@ def test_tool_prints_the_weights(tiny_camvid, repo_root):
     counts, image_pixels = label_pixel_counts(train_cfg(root), 11)
     weights = median_frequency_weights(counts, image_pixels)
     assert f'class_weight = {[round(w, 4) for w in weights]}' in out
+
+
+def test_tool_names_a_class_missing_from_the_labels(tiny_camvid, repo_root):
+    root = tiny_camvid['root']
+    for path in (root / 'trainannot').iterdir():
+        label = cv2.imread(str(path), 0)
+        label[label == 10] = 9  # no bicyclist left
+        assert cv2.imwrite(str(path), label)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/class_weights.py',
+            CAMVID_CONFIG,
+            '--data-root',
+            str(root),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "no labelled pixel of class(es) ['bicyclist']" in proc.stderr
