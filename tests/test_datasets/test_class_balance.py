@@ -31,6 +31,22 @@ def train_cfg(root):
     )
 
 
+def run_tool(root, repo_root):
+    """``tools/class_weights.py`` on the CamVid config and ``root``."""
+    return subprocess.run(
+        [
+            sys.executable,
+            'tools/class_weights.py',
+            CAMVID_CONFIG,
+            '--data-root',
+            str(root),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_counts_match_the_label_files(tiny_camvid):
     root = tiny_camvid['root']
     counts, image_pixels = label_pixel_counts(train_cfg(root), 11)
@@ -70,19 +86,9 @@ def test_absent_class_and_bad_power_are_named():
 
 def test_tool_prints_the_weights(tiny_camvid, repo_root):
     root = tiny_camvid['root']
-    out = subprocess.run(
-        [
-            sys.executable,
-            'tools/class_weights.py',
-            CAMVID_CONFIG,
-            '--data-root',
-            str(root),
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    proc = run_tool(root, repo_root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
     counts, image_pixels = label_pixel_counts(train_cfg(root), 11)
     weights = median_frequency_weights(counts, image_pixels)
     assert f'class_weight = {[round(w, 4) for w in weights]}' in out
@@ -94,17 +100,6 @@ def test_tool_names_a_class_missing_from_the_labels(tiny_camvid, repo_root):
         label = cv2.imread(str(path), 0)
         label[label == 10] = 9  # no bicyclist left
         assert cv2.imwrite(str(path), label)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            'tools/class_weights.py',
-            CAMVID_CONFIG,
-            '--data-root',
-            str(root),
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_tool(root, repo_root)
     assert proc.returncode != 0
     assert "no labelled pixel of class(es) ['bicyclist']" in proc.stderr
