@@ -10,6 +10,9 @@ Example::
 
     python tools/select_params.py CONFIG --checkpoint BASE.pth \\
         --method fisher --budget 0.002 --out work_dirs/x/selection.json
+    # the same scores, another budget (no scoring):
+    python tools/select_params.py CONFIG --scores-from \\
+        work_dirs/x/selection.json --budget 0.01 --out work_dirs/x/1pct.json
 
 Under a launcher (``tools/dist_select_params.sh CONFIG N ...`` or
 ``torchrun ... --launcher pytorch``) the selection runs once, on rank 0, as
@@ -32,7 +35,9 @@ from mmseg_gearnn.selection import (
     DEFAULT_KNAPSACK_VALUE,
     KNAPSACK_VALUES,
     available_methods,
+    reselect,
     run_selection_from_config,
+    space_from_config,
 )
 from mmseg_gearnn.selection.scores import DEFAULT_NORMALIZE, NORMALIZATIONS
 from mmseg_gearnn.utils import run_on_main_process
@@ -46,10 +51,20 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('config', help='config with a distortion_space')
     parser.add_argument(
-        '--checkpoint', required=True, help='base (clean) checkpoint'
+        '--checkpoint',
+        help='base (clean) checkpoint; with --scores-from, checked against '
+        'the one the scores were computed on',
     )
     parser.add_argument(
-        '--method', default='fisher', choices=available_methods()
+        '--scores-from',
+        metavar='SELECTION',
+        help='select again, under this budget, from the scores of a '
+        'selection file instead of scoring the model',
+    )
+    parser.add_argument(
+        '--method',
+        choices=available_methods(),
+        help='scoring method (default: fisher)',
     )
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument(
@@ -136,6 +151,15 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.scores_from is None:
+        if args.checkpoint is None:
+            parser.error('give --checkpoint (or --scores-from)')
+    elif args.out is None or args.method is not None:
+        parser.error(
+            '--scores-from takes the scoring method of its file and needs '
+            '--out (not --method)'
+        )
+    args.method = args.method or 'fisher'
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -160,6 +184,18 @@ def main() -> None:
         options = dict(lr=args.lr, momentum=args.momentum)
 
     def select() -> dict:
+        if args.scores_from is not None:
+            return reselect(
+                args.scores_from,
+                budget=args.budget,
+                budget_bytes=args.budget_bytes,
+                granularity=args.granularity_bytes,
+                value=args.value,
+                space=space_from_config(cfg),
+                checkpoint=args.checkpoint,
+                out=out,
+                top=args.top,
+            )
         return run_selection_from_config(
             cfg,
             args.checkpoint,

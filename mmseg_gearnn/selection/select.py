@@ -670,13 +670,56 @@ def run_selection(
         progress=progress,
         **options,
     )
+    return _select_and_record(
+        method,
+        result,
+        infos,
+        budget_info,
+        total,
+        space,
+        checkpoint=(
+            None if checkpoint is None else file_fingerprint(checkpoint)
+        ),
+        config=config,
+        seed=seed,
+        full_set=full_set,
+        exclude_modules=exclude_modules,
+        value=value,
+        granularity=granularity,
+        out=out,
+        top=top,
+    )
+
+
+def _select_and_record(
+    method: str,
+    result: ScoreResult,
+    infos: Sequence[TensorInfo],
+    budget_info: dict,
+    total: int,
+    space: DistortionSpace,
+    *,
+    checkpoint: Optional[dict],
+    config: Optional[str],
+    seed: Optional[int],
+    full_set: bool,
+    exclude_modules: Sequence[str],
+    value: str,
+    granularity: Optional[int],
+    out: Optional[str],
+    top: int,
+    extra: Optional[dict] = None,
+) -> dict:
+    """Knapsack over scored candidates, then the record, written to
+    ``out`` and logged."""
+    excluded = () if full_set else exclude_modules
     outcome = select_tensors(
         infos,
         result.scores,
         budget_info['asked_bytes'],
         granularity=granularity,
         full_set=full_set,
-        excluded_modules=() if full_set else exclude_modules,
+        excluded_modules=excluded,
         value=value,
     )
     record = build_record(
@@ -687,20 +730,129 @@ def run_selection(
         budget=budget_info,
         total_bytes=total,
         space=space,
-        checkpoint=(
-            None if checkpoint is None else file_fingerprint(checkpoint)
-        ),
+        checkpoint=checkpoint,
         config=config,
         seed=seed,
-        excluded_modules=() if full_set else exclude_modules,
+        excluded_modules=excluded,
         value=value,
     )
+    record.update(extra or {})
     if out is not None:
         save_selection(record, out)
     print_log(format_selection_table(record, top), logger='current')
     if out is not None:
         print_log(f'selection written to {out}', logger='current')
     return record
+
+
+def reselect(
+    path: str,
+    *,
+    budget: Optional[float] = None,
+    budget_bytes: Optional[int] = None,
+    granularity: Optional[int] = None,
+    value: Optional[str] = None,
+    space=None,
+    checkpoint: Optional[str] = None,
+    out: Optional[str] = None,
+    top: int = 20,
+) -> dict:
+    """A selection at another budget from the scores a selection file
+    already holds: the knapsack again, without scoring again.
+
+    The new record keeps the source's method, scores, excluded modules,
+    checkpoint, config and seed, solves the knapsack under the new budget
+    (a ``bn`` / ``all`` full set too) and names its source in
+    ``scores_from``.
+
+    Args:
+        path (str): the source selection file.
+        budget (float, optional): budget as a fraction of the model bytes.
+        budget_bytes (int, optional): budget in bytes (give one of the
+            two).
+        granularity (int, optional): knapsack unit in bytes.
+        value (str, optional): a tensor's knapsack value (see
+            :data:`KNAPSACK_VALUES`); the source's if None.
+        space (dict | DistortionSpace, optional): check that the source
+            was scored for this distortion space.
+        checkpoint (str, optional): check that the source was scored on
+            this base checkpoint (same sha256).
+        out (str, optional): where to write the new selection file.
+        top (int): tensors shown in the logged table.
+
+    Returns:
+        dict: the new selection record.
+    """
+    record = load_selection(path, space=space)
+    if checkpoint is not None:
+        scored_on = (record.get('checkpoint') or {}).get('sha256')
+        if file_fingerprint(checkpoint)['sha256'] != scored_on:
+            raise ValueError(
+                f'{path} was scored on another base checkpoint '
+                f'({(record.get("checkpoint") or {}).get("path")}), '
+                f'not on {checkpoint}'
+            )
+    fields = ('score', 'raw_score', 'bytes', 'kind', 'is_bn')
+    if not record['tensors'] or any(
+        k not in t for t in record['tensors'] for k in fields
+    ):
+        raise ValueError(
+            f'{path} does not hold every tensor with {list(fields)}: '
+            'no scores to select from again'
+        )
+    value = value or record.get('knapsack_value', DEFAULT_KNAPSACK_VALUE)
+    check_knapsack_value(value)
+    total = int(record['model_total_bytes'])
+    budget_info = resolve_budget(total, budget, budget_bytes)
+    infos = [
+        TensorInfo(
+            name=t['name'],
+            numel=int(t['numel']),
+            bytes=int(t['bytes']),
+            kind=t['kind'],
+            is_bn=bool(t['is_bn']),
+        )
+        for t in record['tensors']
+    ]
+    exclude_modules = list(record.get('excluded_modules', []))
+    selectable = selectable_candidates(infos, exclude_modules)
+    asked = budget_info['asked_bytes']
+    check_budget(selectable, asked, total)
+    check_quantised_fit(
+        selectable, asked, granularity or default_granularity(asked)
+    )
+    normalize = record['normalisation']['mode']
+    result = ScoreResult(
+        method=record['method'],
+        scores={t['name']: t['score'] for t in record['tensors']},
+        raw_scores={t['name']: t['raw_score'] for t in record['tensors']},
+        normalize=normalize,
+        options=record.get('method_options', {}),
+    )
+    return _select_and_record(
+        record['method'],
+        result,
+        infos,
+        budget_info,
+        total,
+        build_space(record['distortion_space']),
+        checkpoint=record.get('checkpoint'),
+        config=record.get('config'),
+        seed=record.get('seed'),
+        full_set=False,
+        exclude_modules=exclude_modules,
+        value=value,
+        granularity=granularity,
+        out=out,
+        top=top,
+        extra=dict(
+            scores_from=dict(
+                path=os.path.abspath(path),
+                sha256=file_fingerprint(path)['sha256'],
+                budget=record['budget'],
+            )
+        ),
+    )
 
 
 def base_model_cfg(model_cfg):

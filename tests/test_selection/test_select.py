@@ -13,6 +13,7 @@ from mmseg_gearnn.selection import (
     load_selection,
     model_total_bytes,
     replace_distortion,
+    reselect,
     resolve_budget,
     run_selection,
     save_selection,
@@ -381,3 +382,42 @@ def test_pipeline_gets_exactly_one_distortion(space):
         assert 'RandomDistortion' not in [t['type'] for t in p]
     with pytest.raises(ValueError, match='no dataset in the dataloader'):
         with_distortion(dict(dataset=dict(type='A')), fixed)
+
+
+def test_reselect_equals_scoring_again_at_the_new_budget(
+    tiny_model, space, source, tmp_path
+):
+    first = tmp_path / 'fisher_small.json'
+    kwargs = dict(source=source, steps=1, seed=3)
+    select(tiny_model, space, 'fisher', budget=0.02, out=str(first), **kwargs)
+    again = select(tiny_model, space, 'fisher', budget=0.2, **kwargs)
+    out = tmp_path / 'fisher_large.json'
+    record = reselect(str(first), budget=0.2, out=str(out))
+    assert record['selected'] == again['selected']
+    assert set(record['selected']) > set(
+        load_selection(str(first))['selected']
+    )
+    assert record['budget'] == again['budget']
+    assert record['tensors'] == again['tensors']
+    assert record['excluded_modules'] == again['excluded_modules']
+    assert record['scores_from']['path'] == str(first)
+    assert record['scores_from']['budget']['asked_fraction'] == 0.02
+    assert load_selection(str(out), model=tiny_model, space=space) == (
+        json.loads(json.dumps(record))
+    )
+
+
+@pytest.mark.faults
+def test_reselect_explains_bad_sources(tiny_model, space, tmp_path):
+    src = tmp_path / 'random.json'
+    select(tiny_model, space, budget=0.05, out=str(src))
+    with pytest.raises(ValueError, match='budget of 8 bytes'):
+        reselect(str(src), budget_bytes=8)
+    record = json.loads(src.read_text())
+    del record['tensors'][0]['score']
+    unscored = tmp_path / 'unscored.json'
+    unscored.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match='no scores to select from again'):
+        reselect(str(unscored), budget=0.1)
+    with pytest.raises(FileNotFoundError, match='selection file not found'):
+        reselect(str(tmp_path / 'absent.json'), budget=0.1)

@@ -105,6 +105,50 @@ def test_tool_end_to_end(tiny_setup, tmp_path, repo_root):
     assert f'selected {record["num_selected"]} of {len(names)}' in log
 
 
+def test_tool_selects_again_from_stored_scores(tiny_setup, tmp_path):
+    config, checkpoint, model = tiny_setup
+    scored = tmp_path / 'scored.json'
+    common = ['--method', 'fisher', '--steps', '1', '--no-progress']
+    first = run_tool(
+        config, '--checkpoint', checkpoint, '--out', scored, '--budget',
+        '0.02', *common, cwd=tmp_path,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    larger = tmp_path / 'larger.json'
+    result = run_tool(
+        config, '--scores-from', scored, '--checkpoint', checkpoint,
+        '--budget', '0.2', '--out', larger, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = load_selection(str(scored))
+    record = load_selection(str(larger), model=model, space=SPACE)
+    assert record['method'] == 'fisher'
+    assert [t['score'] for t in record['tensors']] == [
+        t['score'] for t in source['tensors']
+    ]
+    assert set(source['selected']) < set(record['selected'])
+    assert record['budget']['asked_fraction'] == 0.2
+    assert record['scores_from']['path'] == str(scored)
+    # Scores of another base, or a method given twice, are refused.
+    other = tmp_path / 'other.pth'
+    state = {k: v + 1 for k, v in model.state_dict().items()}
+    torch.save(dict(state_dict=state), other)
+    mismatch = run_tool(
+        config, '--scores-from', scored, '--checkpoint', other,
+        '--budget', '0.2', '--out', tmp_path / 'x.json', cwd=tmp_path,
+    )  # fmt: skip
+    assert mismatch.returncode == 1
+    assert 'was scored on another base checkpoint' in mismatch.stderr
+    assert 'Traceback' not in mismatch.stderr
+    twice = run_tool(
+        config, '--scores-from', scored, '--method', 'rgn',
+        '--budget', '0.2', '--out', tmp_path / 'x.json', cwd=tmp_path,
+    )  # fmt: skip
+    assert twice.returncode == 2
+    assert 'takes the scoring method of its file' in twice.stderr
+    assert not (tmp_path / 'x.json').exists()
+
+
 @pytest.mark.faults
 def test_tool_reports_errors_without_traceback(tiny_setup, tmp_path):
     config, checkpoint, _ = tiny_setup
