@@ -135,11 +135,13 @@ PROFILES = {
     # extended run chose on val. Base training included, it fits 90 minutes
     # on a 2-core CPU.
     'full': BenchmarkProfile(),
-    # The same stages plus every scoring method at 0.2%, the budget curve,
-    # the stability alpha grid and GearNN on the mixed-augmentation model.
+    # The same stages plus every scoring method at 0.2%, the budget curve
+    # of every scoring method and of random selection, the stability alpha
+    # grid and GearNN on the mixed-augmentation model.
     'extended': BenchmarkProfile(
         scorings=('fisher', 'rgn', 'weight_change'),
         curve_budgets=(0.0005, 0.002, 0.01),
+        curve_scorings=('fisher', 'rgn', 'weight_change', 'random'),
         alphas=(0.3, 3.0),
         gears_on_mixed_aug=True,
     ),
@@ -435,6 +437,13 @@ class CamVidBenchmark:
             options,
         )
 
+    def _training_cfg(self, key, stage_dir, iters, options=None) -> Config:
+        """A training stage's config, without the clean validation at its
+        end: every model is evaluated by the sweep, clean included."""
+        cfg = self._cfg(key, stage_dir, iters, options)
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        return cfg
+
     def _config_digest(self, key: str, options: Optional[dict] = None):
         """sha256 of config ``key`` as loaded (its bases included) with
         ``options`` and the profile's resolution and space: editing a
@@ -474,7 +483,9 @@ class CamVidBenchmark:
             self.cache.record('base', None, reused=True)
         else:
             stage_dir = osp.join(self.work_dir, 'base')
-            cfg = self._cfg('base', stage_dir, self.profile.base_iters)
+            cfg = self._training_cfg(
+                'base', stage_dir, self.profile.base_iters
+            )
             final = osp.join(stage_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
             time_file = osp.join(stage_dir, 'time.json')
             self._check_base_inputs(stage_dir)
@@ -565,7 +576,7 @@ class CamVidBenchmark:
 
         def run(stage_dir):
             ckpt = train(
-                self._cfg(
+                self._training_cfg(
                     key,
                     stage_dir,
                     self.profile.iters,
@@ -601,7 +612,7 @@ class CamVidBenchmark:
 
         def run(stage_dir):
             ckpt = train(
-                self._cfg(
+                self._training_cfg(
                     'gearnn',
                     stage_dir,
                     self.profile.iters,
@@ -649,24 +660,33 @@ class CamVidBenchmark:
         prefix: str = '',
         base_sha256: Optional[str] = None,
     ) -> dict:
-        """A selection JSON under ``budget`` with ``scoring``."""
-        from ..selection import run_selection_from_config
+        """A selection JSON under ``budget`` with ``scoring``: scored at
+        the profile's budget, and selected again from those scores at any
+        other budget (the scores do not depend on the budget)."""
+        from ..selection import reselect, run_selection_from_config
 
         stage = f'{prefix}selection_{scoring}_{budget:g}'
+        source = None
+        if budget != self.profile.budget:
+            source = self.select(
+                scoring, self.profile.budget, base, prefix, base_sha256
+            )
 
         def run(stage_dir):
             out = osp.join(stage_dir, 'selection.json')
-            cfg = self._cfg('base', stage_dir, None)
-            record = run_selection_from_config(
-                cfg,
-                base,
-                scoring,
-                config_path=self.configs['base'],
-                budget=budget,
-                steps=self.profile.selection_steps,
-                out=out,
-                device='cuda' if torch.cuda.is_available() else 'cpu',
-            )
+            if source is not None:
+                record = reselect(source['file'], budget=budget, out=out)
+            else:
+                record = run_selection_from_config(
+                    self._cfg('base', stage_dir, None),
+                    base,
+                    scoring,
+                    config_path=self.configs['base'],
+                    budget=budget,
+                    steps=self.profile.selection_steps,
+                    out=out,
+                    device='cuda' if torch.cuda.is_available() else 'cpu',
+                )
             return dict(
                 file=osp.abspath(out),
                 sha256=file_fingerprint(out),
@@ -674,20 +694,19 @@ class CamVidBenchmark:
                 used_fraction=record['budget']['used_fraction'],
             )
 
-        return self.cache.run(
-            stage,
-            self._inputs(
-                base_sha256,
-                method='selection',
-                config=self._config_digest('base'),
-                scoring=scoring,
-                budget=budget,
-                steps=self.profile.selection_steps,
-                # The knapsack never picks the training-only modules.
-                excluded_modules='training-only',
-            ),
-            run,
+        inputs = self._inputs(
+            base_sha256,
+            method='selection',
+            config=self._config_digest('base'),
+            scoring=scoring,
+            budget=budget,
+            steps=self.profile.selection_steps,
+            # The knapsack never picks the training-only modules.
+            excluded_modules='training-only',
         )
+        if source is not None:
+            inputs['scores_from'] = source['sha256']
+        return self.cache.run(stage, inputs, run)
 
     def selected_gears(
         self, scoring: str, budget: float, base: str, prefix: str = ''

@@ -192,6 +192,8 @@ def test_extended_profile_adds_stages_to_full():
     assert set(extended.scorings) == {'fisher', 'rgn', 'weight_change'}
     assert extended.scorings[0] == full.scorings[0]
     assert set(full.curve_budgets) < set(extended.curve_budgets)
+    # The curve covers every scoring method and random selection.
+    assert set(extended.curve_scorings) == set(extended.scorings) | {'random'}
     assert set(full.alphas) < set(extended.alphas)
     assert extended.gears_on_mixed_aug and not full.gears_on_mixed_aug
     for field in ('iters', 'budget', 'selection_steps', 'bn_batches_per_gear'):
@@ -402,6 +404,16 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
         == methods['mixed_aug']['clean_miou']
     )
     assert set(results['budget_curve']) >= {'fisher', 'random'}
+    # Another budget of the curve is selected from the scores already
+    # computed, not scored again.
+    scored = work_dir / 'selection_fisher_0.002' / 'selection.json'
+    reselected = json.loads(
+        (work_dir / 'selection_fisher_0.01/selection.json').read_text()
+    )
+    assert reselected['scores_from']['path'] == str(scored)
+    assert [t['score'] for t in reselected['tensors']] == [
+        t['score'] for t in json.loads(scored.read_text())['tensors']
+    ]
     stages = results['stages']
     assert not [n for n, st in stages.items() if st['reused']]
     assert stages['base']['time_s'] > 0 and 'mixed_aug' in stages
