@@ -1,4 +1,4 @@
-from .metrics import DistortionIoUMetric, format_miou_table
+from .metrics import DistortionIoUMetric, format_class_table, format_miou_table
 from .report import (
     atomic_write,
     load_reports,
@@ -11,6 +11,7 @@ from .report import (
 
 __all__ = [
     'DistortionIoUMetric',
+    'format_class_table',
     'format_miou_table',
     'atomic_write',
     'load_reports',

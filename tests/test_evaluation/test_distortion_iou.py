@@ -12,7 +12,11 @@ from mmseg.registry import METRICS
 from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.evaluation import DistortionIoUMetric, format_miou_table
+from mmseg_gearnn.evaluation import (
+    DistortionIoUMetric,
+    format_class_table,
+    format_miou_table,
+)
 
 CLASSES = ('a', 'b', 'c')
 SPACE = dict(distortions=dict(brightness=[0.5, 0.2], jpeg=[40, 10]))
@@ -196,7 +200,14 @@ def test_per_type_mean_and_space_order(tmp_path):
 def test_output_json_content(tmp_path):
     out = tmp_path / 'miou.json'
     run(build(output_file=str(out)), three_groups())
-    assert json.loads(out.read_text()) == {
+    report = json.loads(out.read_text())
+    # Per class: test_per_class_iou_clean_distorted_and_table.
+    assert set(report.pop('per_class_iou')) == {
+        'clean',
+        'mean_distorted',
+        'levels',
+    }
+    assert report == {
         'overall': OVERALL,
         'clean': 100.0,
         'levels': {'jpeg': {'10': 50.0}, 'brightness': {'0.2': 58.33}},
@@ -346,3 +357,31 @@ def test_table_with_space_shows_every_level_in_its_column():
         ['brightness', '0.5: -', '0.2: 58.33', '58.33'],
         ['jpeg', '40: -', '10: 50.00', '50.00'],
     ]
+
+
+def test_per_class_iou_clean_distorted_and_table():
+    metric = build()
+    metric.process({}, [s.to_dict() for s in three_groups()])
+    per_class = metric.report(metric.results)['per_class_iou']
+    assert per_class['clean'] == {'a': 100.0, 'b': 100.0, 'c': 100.0}
+    assert per_class['levels'] == {
+        'jpeg': {'10': {'a': 33.33, 'b': 66.67, 'c': 50.0}},
+        # c is in neither map of the brightness sample: unknown, not 0.
+        'brightness': {'0.2': {'a': 66.67, 'b': 50.0, 'c': None}},
+    }
+    # Each distorted level weighs the same; a level without the class
+    # does not count for it.
+    assert per_class['mean_distorted'] == {'a': 50.0, 'b': 58.33, 'c': 50.0}
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (
+            [c.strip() for c in line.split('|')[1:-1]]
+            for line in format_class_table(
+                metric.report(metric.results)
+            ).splitlines()
+            if line.startswith('|')
+        )
+    }
+    assert rows['Class'] == ['IoU clean', 'IoU mean distorted', 'Change']
+    assert rows['a'] == ['100.00', '50.00', '-50.00']
+    assert rows['c'] == ['100.00', '50.00', '-50.00']

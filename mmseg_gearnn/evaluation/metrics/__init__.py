@@ -1,3 +1,7 @@
-from .distortion_iou import DistortionIoUMetric, format_miou_table
+from .distortion_iou import (
+    DistortionIoUMetric,
+    format_class_table,
+    format_miou_table,
+)
 
-__all__ = ['DistortionIoUMetric', 'format_miou_table']
+__all__ = ['DistortionIoUMetric', 'format_class_table', 'format_miou_table']

@@ -87,6 +87,26 @@ def format_miou_table(
     return table.get_string()
 
 
+def format_class_table(report: dict) -> str:
+    """Per-class IoU clean and averaged over the distorted levels, and the
+    change between the two: which classes a distortion costs most."""
+    per_class = report['per_class_iou']
+    table = PrettyTable()
+    table.field_names = ['Class', 'IoU clean', 'IoU mean distorted', 'Change']
+    table.align['Class'] = 'l'
+
+    def fmt(value) -> str:
+        return '-' if value is None else f'{value:.2f}'
+
+    for name, clean in per_class['clean'].items():
+        distorted = per_class['mean_distorted'][name]
+        change = (
+            None if clean is None or distorted is None else distorted - clean
+        )
+        table.add_row([name, fmt(clean), fmt(distorted), fmt(change)])
+    return table.get_string()
+
+
 @METRICS.register_module()
 class DistortionIoUMetric(BaseMetric):
     """mIoU overall and per distortion type and level.
@@ -118,7 +138,10 @@ class DistortionIoUMetric(BaseMetric):
          "levels": {type: {level: miou}}, "per_type_mean": {type: miou},
          "mean_distorted": x,
          "num_samples": {"overall": n, "clean": n,
-                         "levels": {type: {level: n}}}}
+                         "levels": {type: {level: n}}},
+         "per_class_iou": {"clean": {class: iou},
+                           "mean_distorted": {class: iou},
+                           "levels": {type: {level: {class: iou}}}}}
 
     with levels as strings and ``null`` for a missing value.
 
@@ -242,7 +265,8 @@ class DistortionIoUMetric(BaseMetric):
         return sorted(keys, key=lambda k: type_rank[k[0]])
 
     def _summary(self, areas: List[tuple]) -> Dict[str, float]:
-        """aAcc, mIoU and mAcc (fractions) of the summed areas."""
+        """aAcc, mIoU and mAcc (fractions) of the summed areas, and the
+        IoU of each class (``IoU``, an array)."""
         totals = [sum(column) for column in zip(*areas)]
         ret = IoUMetric.total_area_to_metrics(
             *totals, metrics=['mIoU'], nan_to_num=self.nan_to_num
@@ -251,7 +275,14 @@ class DistortionIoUMetric(BaseMetric):
             aAcc=float(ret['aAcc']),
             mIoU=_nanmean(ret['IoU']),
             mAcc=_nanmean(ret['Acc']),
+            IoU=np.asarray(ret['IoU'], dtype=np.float64),
         )
+
+    def _class_names(self, num_classes: int) -> List[str]:
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is not None and len(classes) == num_classes:
+            return [str(c) for c in classes]
+        return [str(i) for i in range(num_classes)]
 
     def report(self, results: list) -> dict:
         """The report (the JSON content) of collected results.
@@ -267,8 +298,17 @@ class DistortionIoUMetric(BaseMetric):
         for key, *areas in results:
             groups.setdefault(tuple(key), []).append(areas)
         overall = self._summary([areas for _, *areas in results])
+        names = self._class_names(len(overall['IoU']))
+        unknown = np.full(len(names), math.nan)
         clean = groups.pop((CLEAN, None), [])
-        clean_miou = self._summary(clean)['mIoU'] if clean else math.nan
+        clean_summary = self._summary(clean) if clean else None
+        clean_miou = clean_summary['mIoU'] if clean else math.nan
+
+        def by_class(ious) -> Dict[str, Optional[float]]:
+            return {n: _json_number(_percent(v)) for n, v in zip(names, ious)}
+
+        class_levels: Dict[str, Dict[str, dict]] = {}
+        class_distorted: List[np.ndarray] = []
 
         levels: Dict[str, Dict[str, Optional[float]]] = {}
         counts: Dict[str, Dict[str, int]] = {}
@@ -276,7 +316,12 @@ class DistortionIoUMetric(BaseMetric):
         distorted: List[float] = []
         for dtype, level in self._order(list(groups)):
             samples = groups[(dtype, level)]
-            miou = self._summary(samples)['mIoU']
+            summary = self._summary(samples)
+            miou = summary['mIoU']
+            class_levels.setdefault(dtype, {})[str(level)] = by_class(
+                summary['IoU']
+            )
+            class_distorted.append(summary['IoU'])
             levels.setdefault(dtype, {})[str(level)] = _json_number(
                 _percent(miou)
             )
@@ -288,7 +333,7 @@ class DistortionIoUMetric(BaseMetric):
             return _json_number(_percent(value))
 
         return dict(
-            overall={k: pct(v) for k, v in overall.items()},
+            overall={k: pct(overall[k]) for k in ('aAcc', 'mIoU', 'mAcc')},
             clean=pct(clean_miou),
             levels=levels,
             per_type_mean={
@@ -297,6 +342,17 @@ class DistortionIoUMetric(BaseMetric):
             mean_distorted=pct(_nanmean(distorted)),
             num_samples=dict(
                 overall=len(results), clean=len(clean), levels=counts
+            ),
+            per_class_iou=dict(
+                clean=by_class(clean_summary['IoU'] if clean else unknown),
+                # Each distorted (type, level) weighs the same, as in
+                # mean_distorted.
+                mean_distorted=by_class(
+                    [_nanmean(c) for c in zip(*class_distorted)]
+                    if class_distorted
+                    else unknown
+                ),
+                levels=class_levels,
             ),
         )
 
@@ -328,6 +384,9 @@ class DistortionIoUMetric(BaseMetric):
 
         print_log('mIoU per distortion type and level:', logger)
         print_log('\n' + format_miou_table(report, self.space), logger=logger)
+        if report['num_samples']['clean'] and report['levels']:
+            print_log('IoU per class:', logger)
+            print_log('\n' + format_class_table(report), logger=logger)
         if self.output_file is not None:
             atomic_write(
                 self.output_file, json.dumps(report, indent=2, allow_nan=False)
