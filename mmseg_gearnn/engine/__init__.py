@@ -8,6 +8,7 @@ from .hooks import (
     SkippedFilesHook,
 )
 from .model_wrappers import GearNNDistributedDataParallel
+from .optimizers import GearOptimWrapperConstructor
 
 __all__ = [
     'ChannelsLastHook',
@@ -16,6 +17,7 @@ __all__ = [
     'GearBNRecalibrationHook',
     'GearCheckpointHook',
     'GearNNDistributedDataParallel',
+    'GearOptimWrapperConstructor',
     'RandomStateHook',
     'SkippedFilesHook',
 ]
