@@ -93,11 +93,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         '--value',
-        default=DEFAULT_KNAPSACK_VALUE,
         choices=KNAPSACK_VALUES,
-        help="a tensor's knapsack value: its score (tensor) or its score "
-        'times its number of elements (element: the budget goes to the '
-        'most sensitive bytes, kernels included)',
+        help="a tensor's knapsack value: its score (tensor, the default) or "
+        'its score times its number of elements (element: the budget goes '
+        'to the most sensitive bytes, kernels included); with '
+        "--scores-from, default: its file's",
     )
     parser.add_argument(
         '--granularity-bytes',
@@ -212,7 +212,7 @@ def main() -> None:
             granularity=args.granularity_bytes,
             respect_budget=args.respect_budget,
             exclude_modules=args.exclude_modules,
-            value=args.value,
+            value=args.value or DEFAULT_KNAPSACK_VALUE,
             out=out,
             progress=not args.no_progress,
             top=args.top,

@@ -407,6 +407,17 @@ def test_reselect_equals_scoring_again_at_the_new_budget(
     )
 
 
+def test_reselect_keeps_the_knapsack_value_unless_told(
+    tiny_model, space, tmp_path
+):
+    src = tmp_path / 'element.json'
+    select(tiny_model, space, budget=0.05, value='element', out=str(src))
+    assert reselect(str(src), budget=0.1)['knapsack_value'] == 'element'
+    assert reselect(str(src), budget=0.1, value='tensor')[
+        'knapsack_value'
+    ] == ('tensor')
+
+
 @pytest.mark.faults
 def test_reselect_explains_bad_sources(tiny_model, space, tmp_path):
     src = tmp_path / 'random.json'
