@@ -132,7 +132,7 @@ class BenchmarkProfile:
 PROFILES = {
     # Every method of the comparison once: GearNN (fisher) and random
     # selection at 0.2% per gear, stability training at the alpha the
-    # extended run chose on val. Base training included, it fits 90 minutes
+    # extended run chose on val. Base training included, about 90 minutes
     # on a 2-core CPU.
     'full': BenchmarkProfile(),
     # The same stages plus every scoring method at 0.2%, the budget curve

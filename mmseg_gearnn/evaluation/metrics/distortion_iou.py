@@ -264,7 +264,7 @@ class DistortionIoUMetric(BaseMetric):
         # A stable sort keeps the levels of a type in their first-seen order.
         return sorted(keys, key=lambda k: type_rank[k[0]])
 
-    def _summary(self, areas: List[tuple]) -> Dict[str, float]:
+    def _summary(self, areas: List[tuple]) -> dict:
         """aAcc, mIoU and mAcc (fractions) of the summed areas, and the
         IoU of each class (``IoU``, an array)."""
         totals = [sum(column) for column in zip(*areas)]
