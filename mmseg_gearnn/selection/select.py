@@ -172,6 +172,23 @@ def check_quantised_fit(
         )
 
 
+def check_fits(
+    infos: Sequence[TensorInfo],
+    exclude_modules: Sequence[str],
+    budget_info: dict,
+    total_bytes: int,
+    granularity: Optional[int],
+) -> None:
+    """Raise unless a selectable candidate fits the asked budget, on true
+    sizes and at the knapsack granularity."""
+    asked = budget_info['asked_bytes']
+    selectable = selectable_candidates(infos, exclude_modules)
+    check_budget(selectable, asked, total_bytes)
+    check_quantised_fit(
+        selectable, asked, granularity or default_granularity(asked)
+    )
+
+
 @dataclass
 class SelectionOutcome:
     """What :func:`select_tensors` chose, and how.
@@ -651,12 +668,7 @@ def run_selection(
     full_set = method in FULL_SET_METHODS and not respect_budget
     if not full_set:
         # Fail before the (costly) scoring.
-        asked = budget_info['asked_bytes']
-        selectable = selectable_candidates(infos, exclude_modules)
-        check_budget(selectable, asked, total)
-        check_quantised_fit(
-            selectable, asked, granularity or default_granularity(asked)
-        )
+        check_fits(infos, exclude_modules, budget_info, total, granularity)
     parsed = parse_levels(space, levels) if method in DATA_METHODS else None
     seed_everything(seed)
     result = compute_scores(
@@ -815,12 +827,7 @@ def reselect(
         for t in record['tensors']
     ]
     exclude_modules = list(record.get('excluded_modules', []))
-    selectable = selectable_candidates(infos, exclude_modules)
-    asked = budget_info['asked_bytes']
-    check_budget(selectable, asked, total)
-    check_quantised_fit(
-        selectable, asked, granularity or default_granularity(asked)
-    )
+    check_fits(infos, exclude_modules, budget_info, total, granularity)
     normalize = record['normalisation']['mode']
     result = ScoreResult(
         method=record['method'],
