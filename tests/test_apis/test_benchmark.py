@@ -98,12 +98,19 @@ def test_goals_report_margins():
     assert not over_stability['met']
     assert over_stability['short_by'] == pytest.approx(0.8)
     assert goals['gearnn - full_finetune']['met']  # 0.5 below, within 1
-    assert goals['0.2% - gearnn adaptor_fraction']['met']
+    adaptor = goals['gearnn adaptor_fraction']
+    assert adaptor['met'] and adaptor['compare'] == '<='
+    assert adaptor['value'] == pytest.approx(0.19)  # percent of the model
     # GearNN's clean gear must equal the clean model on clean frames
-    assert goals['gearnn clean - clean model clean']['met']
+    assert goals['|gearnn clean - clean model clean|']['met']
     results['methods']['gearnn']['clean_miou'] = 49.0
+    results['methods']['gearnn']['adaptor_fraction'] = 0.0025
+    results['methods']['bn_stats']['mean_miou'] = 50.0  # a tie is not above
     goals = {g['goal'].split(' (')[0]: g for g in evaluate_goals(results)}
-    assert goals['gearnn clean - clean model clean']['short_by'] == 1.0
+    assert goals['|gearnn clean - clean model clean|']['short_by'] == 1.0
+    assert not goals['gearnn adaptor_fraction']['met']
+    assert goals['gearnn adaptor_fraction']['short_by'] == pytest.approx(0.05)
+    assert not goals['gearnn - bn_stats']['met']
 
 
 def test_markdown_lists_every_method_and_budget():
@@ -116,6 +123,8 @@ def test_markdown_lists_every_method_and_budget():
     assert '| fisher | 31.00 | - |' in text
     assert '| random | - | 29.00 |' in text
     assert 'python benchmarks/camvid.py DIR' in text
+    assert '| gearnn - clean (mIoU points) | 20 | >= 18 | yes | 0 |' in text
+    assert '| 0.19 | <= 0.2 | yes | 0 |' in text
 
 
 def test_schema_check_names_what_is_missing():
