@@ -29,12 +29,12 @@ from mmengine.registry import init_default_scope
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.apis.benchmark import (
     CamVidBenchmark,
-    file_fingerprint,
     git_commit,
     machine,
     resolve_profile,
 )
 from mmseg_gearnn.evaluation.report import atomic_write
+from mmseg_gearnn.selection import file_fingerprint
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from camvid import CONFIG_PATHS, ROOT  # noqa: E402
@@ -130,7 +130,7 @@ def main():
                 f'{name}_{iters}',
                 base,
                 path,
-                selection=dict(sha256=file_fingerprint(path)),
+                selection=dict(sha256=file_fingerprint(path)['sha256']),
                 options=args.gear_options,
             )
         if 'bn' in args.methods:

@@ -47,6 +47,7 @@ from ..evaluation.report import (
     markdown_table,
     plot_miou_vs_level,
 )
+from ..selection.base_weights import file_fingerprint
 from ..utils.config import (
     set_crop_size,
     set_data_root,
@@ -317,15 +318,6 @@ def stage_config(
     return cfg
 
 
-def file_fingerprint(path: str) -> str:
-    """sha256 of a file's bytes (cheap enough for checkpoints of MBs)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class StageCache:
     """Results of finished stages, each in ``work_dir/<stage>/result.json``
     with the inputs it was computed from; a stage whose inputs changed is
@@ -502,7 +494,7 @@ class CamVidBenchmark:
                 with open(time_file, encoding='utf-8') as f:
                     time_s = json.load(f)['time_s']
             self.cache.record('base', time_s, reused=reused)
-        self.base_sha256 = file_fingerprint(ckpt)
+        self.base_sha256 = file_fingerprint(ckpt)['sha256']
         return ckpt
 
     def _base_inputs(self) -> dict:
@@ -689,7 +681,7 @@ class CamVidBenchmark:
                 )
             return dict(
                 file=osp.abspath(out),
-                sha256=file_fingerprint(out),
+                sha256=file_fingerprint(out)['sha256'],
                 num_tensors=len(record['selected']),
                 used_fraction=record['budget']['used_fraction'],
             )
@@ -713,7 +705,7 @@ class CamVidBenchmark:
     ):
         """Selection then gears on ``base``; stages named with ``prefix``
         for a base other than the clean one."""
-        base_sha256 = file_fingerprint(base) if prefix else None
+        base_sha256 = file_fingerprint(base)['sha256'] if prefix else None
         selection = self.select(scoring, budget, base, prefix, base_sha256)
         name = f'{prefix}gears_{scoring}_{budget:g}'
         return self.gears(
