@@ -133,8 +133,8 @@ class BenchmarkProfile:
 PROFILES = {
     # Every method of the comparison once: GearNN (fisher) and random
     # selection at 0.2% per gear, stability training at the alpha the
-    # extended run chose on val. Base training included, about 90 minutes
-    # on a 2-core CPU.
+    # extended run chose on val. Base training included, 75.8 minutes
+    # from nothing on a 2-core CPU (benchmarks/results/camvid.md).
     'full': BenchmarkProfile(),
     # The same stages plus every scoring method at 0.2%, the budget curve
     # of every scoring method and of random selection, the stability alpha
