@@ -23,7 +23,7 @@ from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.apis.benchmark import CamVidBenchmark, git_commit, machine
-from mmseg_gearnn.evaluation.report import atomic_write
+from mmseg_gearnn.utils.io import atomic_write
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from camvid import CONFIG_PATHS, ROOT  # noqa: E402

@@ -33,8 +33,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.evaluation.report import atomic_write
 from mmseg_gearnn.selection import run_selection
+from mmseg_gearnn.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SPACE = dict(

@@ -171,7 +171,7 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    from mmseg_gearnn.evaluation.report import atomic_write
+    from mmseg_gearnn.utils.io import atomic_write
 
     inferencer = build_inferencer(args.config)
     result = run_load(

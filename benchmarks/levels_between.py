@@ -48,9 +48,9 @@ from mmseg_gearnn.distortions import (
     build_space,
     compound_record,
 )
-from mmseg_gearnn.evaluation.report import atomic_write
 from mmseg_gearnn.models.segmentors.gearnn import gear_severity, severity_of
 from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # Kernels that take integer levels only.

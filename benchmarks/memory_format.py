@@ -25,7 +25,7 @@ from mmseg.registry import MODELS
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.apis.benchmark import git_commit, machine
-from mmseg_gearnn.evaluation.report import atomic_write
+from mmseg_gearnn.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = (

@@ -48,8 +48,8 @@ from mmseg_gearnn.apis.estimator import (
     train_estimator,
 )
 from mmseg_gearnn.distortions import CLEAN, distort
-from mmseg_gearnn.evaluation.report import atomic_write
 from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GEAR_CONFIG = osp.join(

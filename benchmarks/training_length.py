@@ -33,8 +33,8 @@ from mmseg_gearnn.apis.benchmark import (
     machine,
     resolve_profile,
 )
-from mmseg_gearnn.evaluation.report import atomic_write
 from mmseg_gearnn.selection import file_fingerprint
+from mmseg_gearnn.utils.io import atomic_write
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from camvid import CONFIG_PATHS, ROOT  # noqa: E402

@@ -43,7 +43,6 @@ from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
 from ..evaluation.report import (
-    atomic_write,
     markdown_table,
     plot_miou_vs_level,
 )
@@ -53,6 +52,7 @@ from ..utils.config import (
     set_data_root,
     set_distortion_space,
 )
+from ..utils.io import atomic_write
 from .pipeline import evaluate_levels, train
 
 SPLIT = 'val'

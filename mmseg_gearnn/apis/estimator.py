@@ -21,9 +21,9 @@ from mmseg.registry import DATASETS
 
 from ..datasets import ProceduralStreetDataset
 from ..distortions import CLEAN, DistortionSpace, build_space, distort
-from ..evaluation.report import atomic_write
 from ..models.estimators import DistortionEstimator
 from ..models.estimators.features import batch_features, check_image
+from ..utils.io import atomic_write
 
 ImagesSource = Union[dict, Sequence[np.ndarray], Any]
 

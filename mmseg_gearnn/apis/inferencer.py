@@ -26,7 +26,7 @@ from mmengine.runner.checkpoint import load_checkpoint
 from mmseg.registry import DATASETS, MODELS, TRANSFORMS
 
 from ..distortions import CLEAN
-from ..evaluation.report import atomic_write
+from ..utils.io import atomic_write
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 

@@ -20,7 +20,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from ..evaluation import markdown_table, plot_miou_vs_level
-from ..evaluation.report import atomic_write
+from ..utils.io import atomic_write
 
 
 def _log(msg: str) -> None:

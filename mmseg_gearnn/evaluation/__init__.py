@@ -1,6 +1,5 @@
 from .metrics import DistortionIoUMetric, format_class_table, format_miou_table
 from .report import (
-    atomic_write,
     load_reports,
     markdown_table,
     plot_miou_vs_level,
@@ -13,7 +12,6 @@ __all__ = [
     'DistortionIoUMetric',
     'format_class_table',
     'format_miou_table',
-    'atomic_write',
     'load_reports',
     'markdown_table',
     'plot_miou_vs_level',

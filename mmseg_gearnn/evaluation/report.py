@@ -13,54 +13,19 @@ given). mIoU values are percentages; ``None`` or NaN marks a missing value.
 Every file is written atomically (a temporary file, then ``os.replace``).
 """
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+from ..utils.io import PathLike, atomic_write
 
 Number = Union[int, float]
 LevelTable = Mapping[
     str, Mapping[str, Mapping[Union[str, Number], Optional[Number]]]
 ]
-PathLike = Union[str, os.PathLike]
-
-
-def atomic_write(path: PathLike, data: Union[str, bytes]) -> str:
-    """Write ``data`` to ``path`` through a temporary file and
-    ``os.replace``, so readers never see a partial file.
-
-    Args:
-        path (str | PathLike): the destination; missing parent folders are
-            created.
-        data (str | bytes): the content; ``str`` is written as UTF-8.
-
-    Returns:
-        str: the destination path.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode('utf-8')
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp'
-    )
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _value(miou) -> float:

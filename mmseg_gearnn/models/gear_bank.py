@@ -9,12 +9,13 @@ bit-identical and gradients reach only the gear's tensors.
 
 import hashlib
 import os
-import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..utils.io import atomic_torch_save
 
 GEARS_FORMAT_VERSION = 1
 _BN_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
@@ -267,19 +268,3 @@ def base_fingerprint(model: nn.Module) -> str:
     for n, t in model.state_dict().items():
         h.update(f'{n}:{tuple(t.shape)};'.encode())
     return h.hexdigest()[:16]
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename:
-    an interrupted run never leaves a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

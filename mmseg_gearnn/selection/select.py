@@ -12,7 +12,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -20,6 +19,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from ..distortions import DistortionSpace, build_space
+from ..utils.io import atomic_write
 from .base_weights import file_fingerprint, load_base_checkpoint
 from .candidates import (
     BN_BUFFER,
@@ -447,22 +447,7 @@ def save_selection(record: dict, path: str) -> str:
     Returns:
         str: ``path``.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix='.selection-', suffix='.json.tmp'
-    )
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(record, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, json.dumps(record, indent=2) + '\n')
 
 
 def load_selection(

@@ -16,8 +16,11 @@ from .dist import (
     setup_dist_train,
     teardown_dist,
 )
+from .io import atomic_torch_save, atomic_write
 
 __all__ = [
+    'atomic_torch_save',
+    'atomic_write',
     'init_dist',
     'run_on_main_process',
     'set_crop_size',

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from mmseg_gearnn.evaluation import (
-    atomic_write,
     load_reports,
     markdown_table,
     plot_miou_vs_level,
     write_csv,
     write_markdown_table,
 )
+from mmseg_gearnn.utils.io import atomic_write
 
 RESULTS = {
     'GearNN': {

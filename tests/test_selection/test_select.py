@@ -325,7 +325,7 @@ def test_load_selection_rejects_mismatches(tiny_model, space, tmp_path):
 def test_save_selection_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / 'selection.json'
     save_selection(dict(a=1), str(path))
-    monkeypatch.setattr(json, 'dump', lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(os, 'replace', lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         save_selection(dict(a=2), str(path))
     # The old file is intact and no temporary file is left behind.

@@ -55,7 +55,7 @@ class SkippedFilesHook(Hook):
         skipped = [merged[p] for p in sorted(merged)]
         if not is_main_process():
             return skipped
-        from ...evaluation.report import atomic_write
+        from ...utils.io import atomic_write
 
         path = osp.join(runner.work_dir, self.filename)
         atomic_write(path, json.dumps(skipped, indent=2) + '\n')

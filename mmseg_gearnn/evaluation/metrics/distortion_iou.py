@@ -13,7 +13,7 @@ from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
 from ...distortions import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
-from ..report import atomic_write
+from ...utils.io import atomic_write
 
 # (distortion type, level); (CLEAN, None) for a clean sample.
 GroupKey = Tuple[str, Optional[Union[int, float]]]

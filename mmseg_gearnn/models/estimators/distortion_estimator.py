@@ -270,7 +270,7 @@ class DistortionEstimator(nn.Module):
         Returns:
             str: the path written.
         """
-        from ...evaluation.report import atomic_write
+        from ...utils.io import atomic_write
 
         buffer = io.BytesIO()
         torch.save(
