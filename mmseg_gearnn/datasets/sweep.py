@@ -4,6 +4,7 @@ import copy
 import logging
 from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.logging import print_log
 from mmseg.datasets.transforms import PackSegInputs
@@ -63,6 +64,11 @@ class DistortionSweepDataset:
             the compounds. Defaults to True.
         lazy_init (bool): Defer initialising the wrapped dataset.
             Defaults to False.
+        seed (int, optional): If given, item ``i``'s random distortions
+            (noise, the standard corruptions) are seeded by ``(seed, i %
+            N)``: one sample draws the same noise under every entry, in any
+            run, whatever the workers and the order. Defaults to None: drawn
+            from the global random state.
 
     Raises:
         ValueError: The wrapped pipeline has no RequestedDistortion, or the
@@ -77,6 +83,7 @@ class DistortionSweepDataset:
         compounds: Optional[Sequence] = None,
         include_levels: bool = True,
         lazy_init: bool = False,
+        seed: Optional[int] = None,
     ) -> None:
         if isinstance(dataset, dict):
             dataset = DATASETS.build(dataset)
@@ -90,6 +97,11 @@ class DistortionSweepDataset:
         self.space = requested.space if space is None else build_space(space)
         self.include_clean = include_clean
         self.include_levels = include_levels
+        if seed is not None and (int(seed) != seed or not 0 <= seed < 2**32):
+            raise ValueError(
+                f'seed must be an integer in [0, 2**32), got {seed!r}'
+            )
+        self.seed = seed
         gears = self.space.gears()
         self.entries: List[Tuple[Optional[int], str, Optional[float]]] = (
             gears[:1] if include_clean else []
@@ -209,7 +221,8 @@ class DistortionSweepDataset:
             idx (int): Index into the sweep.
 
         Returns:
-            dict: Data info with ``distortion_request = dict(type, level)``.
+            dict: Data info with ``distortion_request = dict(type, level)``
+            (and ``seed`` if the sweep has one).
         """
         sample, gear, dtype, level = self.distortion_of(idx)
         info = self.dataset.get_data_info(sample)
@@ -223,6 +236,9 @@ class DistortionSweepDataset:
             request = dict(type=CLEAN)
         else:
             request = dict(type=dtype, level=level)
+        if self.seed is not None:
+            sequence = np.random.SeedSequence((self.seed, sample))
+            request['seed'] = int(sequence.generate_state(1)[0])
         info['distortion_request'] = request
         return info
 
@@ -251,5 +267,5 @@ class DistortionSweepDataset:
             f'{type(self.dataset).__name__}, space={self.space!r}, '
             f'include_clean={self.include_clean}, '
             f'include_levels={self.include_levels}, '
-            f'compounds={len(self.compounds)})'
+            f'compounds={len(self.compounds)}, seed={self.seed})'
         )

@@ -1,5 +1,19 @@
+from .clean_copy import CLEAN_IMG, KeepCleanCopy
+from .corruptions import (
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTION_GROUPS,
+    CORRUPTIONS,
+    HELD_OUT_CORRUPTIONS,
+    SEVERITIES,
+    corrupt,
+    corruption_of,
+    corruption_type,
+)
 from .functional import (
+    KERNELS,
+    Kernel,
     brightness,
+    check_level,
     contrast,
     distort,
     gaussian_blur,
@@ -25,7 +39,18 @@ from .transforms import (
 )
 
 __all__ = [
+    'BENCHMARK_CORRUPTIONS',
+    'CORRUPTION_GROUPS',
+    'CORRUPTIONS',
+    'HELD_OUT_CORRUPTIONS',
+    'SEVERITIES',
+    'corrupt',
+    'corruption_of',
+    'corruption_type',
+    'KERNELS',
+    'Kernel',
     'brightness',
+    'check_level',
     'contrast',
     'distort',
     'gaussian_blur',
@@ -39,6 +64,8 @@ __all__ = [
     'DistortionSpace',
     'build_space',
     'compound_record',
+    'CLEAN_IMG',
+    'KeepCleanCopy',
     'CompoundDistortion',
     'FixedDistortion',
     'PairedDistortion',

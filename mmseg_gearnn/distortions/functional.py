@@ -3,13 +3,23 @@
 Every kernel takes a ``uint8`` image of shape (H, W) or (H, W, C) and
 returns a new ``uint8`` array of the same shape; none modifies its input.
 Randomness (noise) comes only from an explicit ``numpy.random.Generator`` so
-that the same seed always gives the same output.
+that the same seed always gives the same output. :data:`KERNELS` also holds
+the standard corruptions of :mod:`.corruptions` (types ``'ic_' + name``).
 """
 
-from typing import Optional
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional, Union
 
 import cv2
 import numpy as np
+
+from .corruptions import (
+    CORRUPTIONS,
+    check_severity,
+    corrupt,
+    corruption_type,
+)
 
 
 def _check_image(img: np.ndarray) -> None:
@@ -128,16 +138,70 @@ def psnr(reference: np.ndarray, img: np.ndarray) -> float:
     return float('inf') if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-# Each kernel, its neutral level (the identity), and whether
-# it draws random numbers.
+@dataclass(frozen=True)
+class Kernel:
+    """A distortion kernel and what its callers need to know about it.
+
+    Attributes:
+        fn (Callable): ``fn(img, level)``, or ``fn(img, level, rng)`` when
+            ``random``.
+        identity (int | float): the neutral level (the image unchanged, up
+            to lossy coding).
+        random (bool): whether ``fn`` takes ``rng``, to draw random
+            numbers from.
+        integer_levels (bool): whether its levels are integers only.
+        corruption (str, optional): the ``imagecorruptions`` name of a
+            standard corruption; None for this project's own kernels.
+    """
+
+    fn: Callable
+    identity: Union[int, float]
+    random: bool = False
+    integer_levels: bool = False
+    corruption: Optional[str] = None
+
+
+def _corruption_kernel(
+    img: np.ndarray,
+    severity: int,
+    rng: Optional[np.random.Generator] = None,
+    *,
+    corruption: str,
+) -> np.ndarray:
+    """A standard corruption of a BGR image at ``severity``, its seed drawn
+    from ``rng`` (seed 0 if None)."""
+    _check_image(img)
+    seed = 0 if rng is None else int(rng.integers(0, 2**32))
+    return corrupt(img, corruption, severity, seed)
+
+
 KERNELS = {
-    'brightness': (brightness, 1.0, False),
-    'contrast': (contrast, 1.0, False),
-    'jpeg': (jpeg, 100, False),
-    'resolution': (resolution, 1.0, False),
-    'gaussian_noise': (gaussian_noise, 0.0, True),
-    'gaussian_blur': (gaussian_blur, 0.0, False),
+    'brightness': Kernel(brightness, 1.0),
+    'contrast': Kernel(contrast, 1.0),
+    'jpeg': Kernel(jpeg, 100, integer_levels=True),
+    'resolution': Kernel(resolution, 1.0),
+    'gaussian_noise': Kernel(gaussian_noise, 0.0, random=True),
+    'gaussian_blur': Kernel(gaussian_blur, 0.0),
+    **{
+        corruption_type(name): Kernel(
+            partial(_corruption_kernel, corruption=name),
+            0,
+            random=True,
+            integer_levels=True,
+            corruption=name,
+        )
+        for name in CORRUPTIONS
+    },
 }
+
+
+def _kernel(distortion_type: str) -> Kernel:
+    if distortion_type not in KERNELS:
+        raise KeyError(
+            f'unknown distortion type {distortion_type!r}; '
+            f'known types: {sorted(KERNELS)}'
+        )
+    return KERNELS[distortion_type]
 
 
 def distort(
@@ -147,12 +211,19 @@ def distort(
     rng: Optional[np.random.Generator] = None,
 ) -> np.ndarray:
     """Apply the kernel named ``distortion_type`` at ``level``."""
-    if distortion_type not in KERNELS:
-        raise KeyError(
-            f'unknown distortion type {distortion_type!r}; '
-            f'known types: {sorted(KERNELS)}'
-        )
-    kernel, _, random = KERNELS[distortion_type]
-    if random:
-        return kernel(img, level, rng)
-    return kernel(img, level)
+    kernel = _kernel(distortion_type)
+    if kernel.random:
+        return kernel.fn(img, level, rng)
+    return kernel.fn(img, level)
+
+
+def check_level(distortion_type: str, level) -> None:
+    """Raises a KeyError for an unknown type and a ValueError for a level
+    its kernel rejects, without distorting a real image."""
+    kernel = _kernel(distortion_type)
+    if kernel.corruption is not None:
+        # The library needs 32x32 pixels; a probe of that size is slow.
+        check_severity(level)
+        return
+    probe = np.zeros((2, 2, 3), dtype=np.uint8)
+    distort(probe, distortion_type, level, np.random.default_rng(0))

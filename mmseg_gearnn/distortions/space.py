@@ -7,7 +7,8 @@ evaluation and routing all read this one table.
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .functional import KERNELS
 
@@ -255,6 +256,81 @@ def compound_record(components: Sequence) -> dict:
         level=COMPOUND_SEPARATOR.join(str(p['level']) for p in parts),
         gear=None,
         components=parts,
+    )
+
+
+@dataclass(frozen=True)
+class DistortionRecord:
+    """A ``distortion`` record as transforms write it, parsed.
+
+    Transforms write a plain dict into ``results['distortion']`` (see
+    :meth:`DistortionSpace.record` and :func:`compound_record`), which
+    ``PackSegInputs`` carries to ``data_sample.metainfo['distortion']``;
+    :func:`parse_distortion_record` is the one reader of it.
+
+    Attributes:
+        type (str, optional): the distortion type, ``'clean'``, or None for
+            a record that names only a gear.
+        level: the level (None for clean or a gear-only record).
+        gear (int, optional): the gear recorded by the transform, in the
+            transform's own table (None for a compound).
+        components (tuple[DistortionRecord]): the distortions of a
+            compound, in the order applied (each without a gear); empty
+            otherwise.
+        source (dict): the record as written, for messages.
+    """
+
+    type: Optional[str] = None
+    level: Any = None
+    gear: Optional[int] = None
+    components: Tuple['DistortionRecord', ...] = ()
+    source: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_compound(self) -> bool:
+        return bool(self.components)
+
+
+def parse_distortion_record(record: Optional[dict]):
+    """The :class:`DistortionRecord` of a ``distortion`` dict (None for a
+    missing or empty one).
+
+    Raises:
+        ValueError: a type without a level, or a compound component that
+            is not a dict with a type.
+    """
+    if not record:
+        return None
+    if not isinstance(record, dict):
+        raise TypeError(f'distortion metadata must be a dict, got {record!r}')
+    if record.get('components'):
+        components = list(record['components'])
+        for c in components:
+            if not isinstance(c, dict) or c.get('type') is None:
+                raise ValueError(
+                    f'compound distortion metadata {record}: every '
+                    'component needs a type and a level'
+                )
+        return DistortionRecord(
+            type=record.get('type'),
+            level=record.get('level'),
+            components=tuple(
+                _parse_level_record(dict(c, gear=None)) for c in components
+            ),
+            source=record,
+        )
+    return _parse_level_record(record)
+
+
+def _parse_level_record(record: dict) -> DistortionRecord:
+    dtype = record.get('type')
+    level = record.get('level')
+    if dtype not in (None, CLEAN) and level is None:
+        raise ValueError(
+            f'distortion metadata {record} has a type but no level'
+        )
+    return DistortionRecord(
+        type=dtype, level=level, gear=record.get('gear'), source=record
     )
 
 

@@ -11,6 +11,10 @@ whose levels may also be in the model's table (a measurement space) should
 be given ``record_gear=False``, so that its records carry no gear of a
 foreign table. :class:`CompoundDistortion` applies several distortions and
 records them all (see :func:`~mmseg_gearnn.distortions.space.compound_record`).
+
+A random kernel (noise, the standard corruptions) draws its seed from numpy's
+global random state, or takes the ``seed`` of a request (see
+:class:`RequestedDistortion`), so the same request gives the same image.
 """
 
 from typing import Optional, Sequence
@@ -20,7 +24,7 @@ from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
 from mmseg.registry import TRANSFORMS
 
-from .functional import KERNELS, distort
+from .functional import KERNELS, check_level, distort
 from .space import CLEAN, build_space, compound_record
 
 
@@ -35,12 +39,25 @@ class _DistortionTransform(BaseTransform):
     def _noise_seed(self) -> int:
         return int(np.random.randint(0, 2**31 - 1))
 
-    def _apply(self, results: dict, distortion_type: str, level) -> dict:
+    def _rng(self, dtype: str, seed: Optional[int]):
+        """The generator of a random kernel (None for the others): seeded
+        with ``seed``, else with a draw from the global random state."""
+        if not KERNELS[dtype].random:
+            return None
+        return np.random.default_rng(
+            self._noise_seed() if seed is None else seed
+        )
+
+    def _apply(
+        self,
+        results: dict,
+        distortion_type: str,
+        level,
+        seed: Optional[int] = None,
+    ) -> dict:
         record = self.space.record(distortion_type, level)
         if distortion_type != CLEAN:
-            rng = None
-            if KERNELS[distortion_type][2]:
-                rng = np.random.default_rng(self._noise_seed())
+            rng = self._rng(distortion_type, seed)
             results['img'] = distort(
                 results['img'], distortion_type, record['level'], rng
             )
@@ -49,17 +66,18 @@ class _DistortionTransform(BaseTransform):
         results['distortion'] = record
         return results
 
-    def _apply_compound(self, results: dict, components) -> dict:
+    def _apply_compound(
+        self, results: dict, components, seed: Optional[int] = None
+    ) -> dict:
         """Applies every component in order, each at its level as given
         (a compound is no gear of the space, so its levels are not
-        resolved against it)."""
+        resolved against it); component ``i`` of a seeded request is
+        seeded with ``(seed, i)``."""
         record = compound_record(components)
         img = results['img']
-        for component in record['components']:
+        for i, component in enumerate(record['components']):
             dtype = component['type']
-            rng = None
-            if KERNELS[dtype][2]:
-                rng = np.random.default_rng(self._noise_seed())
+            rng = self._rng(dtype, None if seed is None else (seed, i))
             img = distort(img, dtype, component['level'], rng)
         results['img'] = img
         results['distortion'] = record
@@ -199,7 +217,9 @@ class RequestedDistortion(_DistortionTransform):
     Used by :class:`DistortionSweepDataset` to evaluate every (type, level)
     with one pipeline. A request ``dict(components=[dict(type, level),
     ...])`` applies a compound distortion, as :class:`CompoundDistortion`
-    does.
+    does. A request's optional ``seed`` (an integer) seeds its random
+    kernels, so that the image depends on the request alone, not on which
+    worker or in which order it is made.
 
     Required Keys:
 
@@ -225,9 +245,12 @@ class RequestedDistortion(_DistortionTransform):
 
     def transform(self, results: dict) -> dict:
         request = results.pop('distortion_request', None) or dict(type=CLEAN)
+        seed = request.get('seed')
         if request.get('components'):
-            return self._apply_compound(results, request['components'])
-        return self._apply(results, request['type'], request.get('level'))
+            return self._apply_compound(results, request['components'], seed)
+        return self._apply(
+            results, request['type'], request.get('level'), seed
+        )
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(space={self.space!r})'
@@ -330,14 +353,8 @@ class CompoundDistortion(_DistortionTransform):
     def __init__(self, components: Sequence) -> None:
         # Validates now, not at the first image.
         self.components = compound_record(components)['components']
-        probe = np.zeros((2, 2, 3), dtype=np.uint8)
         for component in self.components:
-            distort(
-                probe,
-                component['type'],
-                component['level'],
-                np.random.default_rng(0),
-            )
+            check_level(component['type'], component['level'])
 
     def transform(self, results: dict) -> dict:
         return self._apply_compound(results, self.components)

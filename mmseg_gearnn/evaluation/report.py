@@ -6,7 +6,11 @@ Every writer takes the same nested mapping::
     clean = {method: miou}          # optional
 
 which is what :class:`DistortionIoUMetric` writes under ``'levels'`` and
-``'clean'`` of its JSON file (see :func:`load_reports`). Levels are matched
+``'clean'`` of its JSON file (see :func:`load_reports`). Where the types
+are standard corruptions (``ic_*``), :func:`corruption_summaries` and
+:func:`corruption_markdown` add the metrics of the literature (P, mPC,
+rPC, per group and, against a reference method, mCE; see
+:mod:`.robustness`). Levels are matched
 by their string form, so ``10`` and ``'10'`` (a JSON key) are one level;
 the order of types and levels is the order first seen (mild to harsh as
 given). mIoU values are percentages; ``None`` or NaN marks a missing value.
@@ -21,6 +25,7 @@ import os
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from ..utils.io import PathLike, atomic_write
+from .robustness import corruption_table, robustness_summary
 
 Number = Union[int, float]
 LevelTable = Mapping[
@@ -292,29 +297,98 @@ def write_csv(
     return atomic_write(path, buf.getvalue())
 
 
+def corruption_summaries(
+    results: LevelTable,
+    clean: Optional[Mapping[str, Optional[Number]]] = None,
+    reference: Optional[str] = None,
+) -> Dict[str, dict]:
+    """:func:`~.robustness.robustness_summary` of every method whose
+    results hold a standard corruption (``{}`` if none does).
+
+    Args:
+        results (Mapping): {method: {type: {level: miou}}}.
+        clean (Mapping, optional): {method: clean mIoU}, each method's P.
+        reference (str, optional): the method whose levels are the
+            reference of CE and mCE (e.g. the clean model); None leaves
+            them out.
+
+    Returns:
+        dict: {method: summary}.
+    """
+    _check(results, clean)
+    if reference is not None and reference not in results:
+        raise ValueError(
+            f'reference {reference!r} is not among the methods {list(results)}'
+        )
+    reference_levels = None if reference is None else results[reference]
+    return {
+        method: robustness_summary(
+            (clean or {}).get(method), levels, reference_levels
+        )
+        for method, levels in results.items()
+        if corruption_table(levels)
+    }
+
+
+def corruption_markdown(summaries: Mapping[str, dict]) -> str:
+    """A markdown table of :func:`corruption_summaries`: one row per
+    method; P, mPC, rPC, mCE (where a reference was given) and the mIoU of
+    each group (mean over its corruptions and severities)."""
+    groups: List[str] = []
+    for summary in summaries.values():
+        groups += [g for g in summary['per_group'] if g not in groups]
+    with_ce = any('mCE' in s for s in summaries.values())
+    header = ['Method', 'P', 'mPC', 'rPC'] + (['mCE'] if with_ce else [])
+    header += groups
+    lines = [
+        '| ' + ' | '.join(header) + ' |',
+        '|' + '|'.join([' --- '] + [' ---: '] * (len(header) - 1)) + '|',
+    ]
+    for method, s in summaries.items():
+        rpc = s['rPC']
+        row = [str(method), _fmt(s['P']), _fmt(s['mPC'])]
+        row.append('-' if rpc is None else f'{rpc:.3f}')
+        if with_ce:
+            mce = s.get('mCE')
+            row.append('-' if mce is None else f'{mce:.3f}')
+        row += [_fmt(s['per_group'].get(g)) for g in groups]
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def write_robustness_report(
     results: LevelTable,
     out_dir: PathLike,
     clean: Optional[Mapping[str, Optional[Number]]] = None,
     stem: str = 'robustness',
+    reference: Optional[str] = None,
 ) -> Dict[str, str]:
     """Every report of one sweep in ``out_dir``: ``{stem}.md`` (the
     markdown table), ``{stem}.csv`` (one row per method, type and level),
     ``{stem}.json`` (``{'results', 'clean'}``) and ``{stem}.png`` (mIoU
     against level, one line per method).
 
+    Where the results hold standard corruptions, the markdown starts with
+    their P, mPC, rPC (and mCE against ``reference``) per method
+    (:func:`corruption_markdown`) and the JSON holds them as
+    ``'corruption'`` (:func:`corruption_summaries`).
+
     Returns:
         dict: ``md``, ``csv``, ``json`` and ``png`` paths.
     """
     _check(results, clean)
+    summaries = corruption_summaries(results, clean, reference)
     out_dir = os.fspath(out_dir)
     base = os.path.join(out_dir, stem)
+    md = markdown_table(results, clean) + '\n'
+    content = dict(results=results, clean=clean or {})
+    if summaries:
+        md = corruption_markdown(summaries) + '\n' + md
+        content['corruption'] = summaries
+        content['reference'] = reference
     return dict(
-        md=atomic_write(base + '.md', markdown_table(results, clean) + '\n'),
+        md=atomic_write(base + '.md', md),
         csv=write_csv(results, base + '.csv', clean),
-        json=atomic_write(
-            base + '.json',
-            json.dumps(dict(results=results, clean=clean or {}), indent=2),
-        ),
+        json=atomic_write(base + '.json', json.dumps(content, indent=2)),
         png=plot_miou_vs_level(results, base + '.png', clean=clean),
     )

@@ -18,6 +18,9 @@ def smooth_image(h=48, w=64, c=3, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# This project's own kernels (the standard corruptions are tested in
+# test_corruptions.py).
+OWN = sorted(t for t, k in F.KERNELS.items() if k.corruption is None)
 # Levels from mild to harsh for each type.
 HARSHER = {
     'brightness': [0.8, 0.5, 0.3, 0.1],
@@ -29,10 +32,10 @@ HARSHER = {
 }
 
 
-@pytest.mark.parametrize('name', sorted(F.KERNELS))
+@pytest.mark.parametrize('name', OWN)
 def test_identity_at_neutral_level(name):
     img = smooth_image()
-    _, neutral, _ = F.KERNELS[name]
+    neutral = F.KERNELS[name].identity
     out = F.distort(img, name, neutral, np.random.default_rng(0))
     assert out.dtype == np.uint8 and out.shape == img.shape
     if name == 'jpeg':
@@ -51,7 +54,7 @@ def test_harsher_levels_lower_psnr(name):
     assert all(a > b for a, b in zip(psnrs, psnrs[1:])), psnrs
 
 
-@pytest.mark.parametrize('name', sorted(F.KERNELS))
+@pytest.mark.parametrize('name', OWN)
 @pytest.mark.parametrize('shape', [(40, 56, 3), (40, 56), (33, 47, 1)])
 def test_dtype_and_shape_preserved(name, shape):
     img = smooth_image(*shape[:2], c=1 if len(shape) == 2 else shape[2])
@@ -83,7 +86,7 @@ def test_noise_same_seed_same_output():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize('name', sorted(F.KERNELS))
+@pytest.mark.parametrize('name', OWN)
 def test_deterministic_kernels(name):
     img = smooth_image()
     level = HARSHER[name][1]
@@ -135,3 +138,12 @@ def test_resolution_loses_detail():
     out = F.resolution(checker, 0.5)
     # A one-pixel checkerboard averages to grey at half resolution.
     assert abs(float(out.mean()) - 127.5) < 2 and out.std() < 5
+
+
+def test_kernel_records():
+    assert OWN == sorted(HARSHER)
+    own = {t: F.KERNELS[t] for t in OWN}
+    assert [t for t, k in own.items() if k.integer_levels] == ['jpeg']
+    assert [t for t, k in own.items() if k.random] == ['gaussian_noise']
+    with pytest.raises(AttributeError):
+        F.KERNELS['jpeg'].identity = 90  # frozen

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,6 +15,7 @@ from prettytable import PrettyTable
 
 from ...distortions import CLEAN, CLEAN_GEAR, DistortionSpace, build_space
 from ...utils.io import atomic_write
+from ..robustness import robustness_summary
 
 # (distortion type, level); (CLEAN, None) for a clean sample.
 GroupKey = Tuple[str, Optional[Union[int, float]]]
@@ -87,6 +89,34 @@ def format_miou_table(
     return table.get_string()
 
 
+def _rounded(value, digits: int):
+    """``value`` rounded, through the dicts of a summary (None kept)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return None if value is None else round(value, digits)
+
+
+def format_robustness_table(summary: dict) -> str:
+    """The corruption metrics that :class:`DistortionIoUMetric` logs: P,
+    mPC and rPC, then the mIoU of each group and each corruption (mean
+    over severities); see :mod:`mmseg_gearnn.evaluation.robustness`."""
+    table = PrettyTable()
+    table.field_names = ['Metric', 'Value']
+    table.align['Metric'] = 'l'
+
+    def fmt(value, digits=2) -> str:
+        return '-' if value is None else f'{value:.{digits}f}'
+
+    table.add_row(['P (clean mIoU)', fmt(summary['P'])])
+    table.add_row(['mPC (mean over corruptions)', fmt(summary['mPC'])])
+    table.add_row(['rPC (mPC / P)', fmt(summary['rPC'], 3)])
+    for group, miou in summary['per_group'].items():
+        table.add_row([f'{group} (group)', fmt(miou)])
+    for corruption, miou in summary['per_corruption'].items():
+        table.add_row([corruption, fmt(miou)])
+    return table.get_string()
+
+
 def format_class_table(report: dict) -> str:
     """Per-class IoU clean and averaged over the distorted levels, and the
     change between the two: which classes a distortion costs most."""
@@ -129,6 +159,14 @@ class DistortionIoUMetric(BaseMetric):
                                        (type, level) group, each weighing
                                        the same
 
+    Where the groups hold standard corruptions (types ``'ic_' + name``),
+    also (see :mod:`mmseg_gearnn.evaluation.robustness`)::
+
+        mPC, rPC                       mean over the benchmark corruptions
+                                       and severities, and mPC / clean
+        {group}/mIoU                   noise, blur, weather, digital,
+                                       held_out
+
     Types and levels come in the order first seen or, with ``space``, in
     the space's order; with ``space`` a type or level outside it is an
     error (levels match up to float rounding, never snap to the nearest).
@@ -143,7 +181,9 @@ class DistortionIoUMetric(BaseMetric):
                            "mean_distorted": {class: iou},
                            "levels": {type: {level: {class: iou}}}}}
 
-    with levels as strings and ``null`` for a missing value.
+    with levels as strings and ``null`` for a missing value; with
+    corruptions, also ``"robustness": {"P", "mPC", "rPC", "per_corruption":
+    {corruption: miou}, "per_group": {group: miou}}`` (rPC a fraction).
 
     Args:
         ignore_index (int): label ignored in evaluation. Defaults to 255.
@@ -159,6 +199,13 @@ class DistortionIoUMetric(BaseMetric):
         prefix (str, optional): prefix of the metric names. Defaults to None.
         collect_dir (str, optional): folder for collecting results across
             ranks on the CPU. Defaults to None.
+        output_dir (str, optional): folder for each sample's predicted
+            label map, a PNG named as mmseg's :class:`IoUMetric` names it
+            (``{image}.png``) for a clean sample and ``{image}_{type}_{level}
+            .png`` for a distorted one (``tools/test.py --out``). Defaults to
+            None.
+        format_only (bool): only write the predictions, compute no metric
+            (e.g. for a test set without labels). Defaults to False.
 
     Example:
         >>> val_evaluator = dict(
@@ -176,7 +223,11 @@ class DistortionIoUMetric(BaseMetric):
         collect_device: str = 'cpu',
         prefix: Optional[str] = None,
         collect_dir: Optional[str] = None,
+        output_dir: Optional[str] = None,
+        format_only: bool = False,
     ) -> None:
+        if format_only and output_dir is None:
+            raise ValueError('format_only=True needs an output_dir')
         super().__init__(
             collect_device=collect_device,
             prefix=prefix,
@@ -192,6 +243,8 @@ class DistortionIoUMetric(BaseMetric):
             )
         self.output_file = output_file
         self.nan_to_num = nan_to_num
+        self.output_dir = output_dir
+        self.format_only = format_only
 
     def group_of(self, data_sample: dict) -> GroupKey:
         """The (type, level) group of one sample; ``('clean', None)`` for a
@@ -241,11 +294,32 @@ class DistortionIoUMetric(BaseMetric):
         num_classes = len(self.dataset_meta['classes'])
         for data_sample in data_samples:
             pred_label = data_sample['pred_sem_seg']['data'].squeeze()
+            if self.output_dir is not None:
+                self._save_prediction(data_sample, pred_label)
+            if self.format_only:
+                continue
             label = data_sample['gt_sem_seg']['data'].squeeze().to(pred_label)
             areas = IoUMetric.intersect_and_union(
                 pred_label, label, num_classes, self.ignore_index
             )
             self.results.append((self.group_of(data_sample), *areas))
+
+    def _save_prediction(self, data_sample: dict, pred_label) -> None:
+        """Writes a sample's label map as mmseg's IoUMetric does, named
+        also by its distortion (a sweep sees each image once per level)."""
+        from PIL import Image
+
+        name = osp.splitext(osp.basename(data_sample['img_path']))[0]
+        dtype, level = self.group_of(data_sample)
+        if dtype != CLEAN:
+            name = f'{name}_{dtype}_{level}'
+        mask = pred_label.cpu().numpy()
+        if data_sample.get('reduce_zero_label', False):
+            mask = mask + 1
+        os.makedirs(self.output_dir, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8)).save(
+            osp.join(self.output_dir, f'{name}.png')
+        )
 
     def _order(self, keys: List[GroupKey]) -> List[GroupKey]:
         """Distorted group keys in the space's order, else first seen."""
@@ -332,7 +406,7 @@ class DistortionIoUMetric(BaseMetric):
         def pct(value: float) -> Optional[float]:
             return _json_number(_percent(value))
 
-        return dict(
+        report = dict(
             overall={k: pct(overall[k]) for k in ('aAcc', 'mIoU', 'mAcc')},
             clean=pct(clean_miou),
             levels=levels,
@@ -355,6 +429,12 @@ class DistortionIoUMetric(BaseMetric):
                 levels=class_levels,
             ),
         )
+        summary = robustness_summary(report['clean'], levels)
+        if summary['per_corruption']:
+            report['robustness'] = dict(
+                _rounded(summary, 2), rPC=_rounded(summary['rPC'], 4)
+            )
+        return report
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Compute the metrics from processed results.
@@ -367,6 +447,9 @@ class DistortionIoUMetric(BaseMetric):
             Dict[str, float]: flat metrics; see the class docstring.
         """
         logger: MMLogger = MMLogger.get_current_instance()
+        if self.format_only:
+            print_log(f'predictions written to {self.output_dir}', logger)
+            return {}
         report = self.report(results)
 
         def num(value: Optional[float]) -> float:
@@ -381,12 +464,23 @@ class DistortionIoUMetric(BaseMetric):
             metrics[f'{dtype}/mean/mIoU'] = num(report['per_type_mean'][dtype])
         if report['levels']:
             metrics['mean_distorted/mIoU'] = num(report['mean_distorted'])
+        robustness = report.get('robustness')
+        if robustness is not None:
+            metrics['mPC'] = num(robustness['mPC'])
+            metrics['rPC'] = num(robustness['rPC'])
+            for group, miou in robustness['per_group'].items():
+                metrics[f'{group}/mIoU'] = num(miou)
 
         print_log('mIoU per distortion type and level:', logger)
         print_log('\n' + format_miou_table(report, self.space), logger=logger)
         if report['num_samples']['clean'] and report['levels']:
             print_log('IoU per class:', logger)
             print_log('\n' + format_class_table(report), logger=logger)
+        if robustness is not None:
+            print_log('Robustness to the standard corruptions:', logger)
+            print_log(
+                '\n' + format_robustness_table(robustness), logger=logger
+            )
         if self.output_file is not None:
             atomic_write(
                 self.output_file, json.dumps(report, indent=2, allow_nan=False)
