@@ -33,14 +33,17 @@ from mmengine.utils import import_modules_from_strings
 
 from mmseg_gearnn.selection import (
     DEFAULT_KNAPSACK_VALUE,
+    DEFAULT_NORMALIZE,
     KNAPSACK_VALUES,
+    NORMALIZATIONS,
     available_methods,
+    get_scorer,
     reselect,
     run_selection_from_config,
     space_from_config,
 )
-from mmseg_gearnn.selection.scores import DEFAULT_NORMALIZE, NORMALIZATIONS
 from mmseg_gearnn.utils import run_on_main_process
+from mmseg_gearnn.utils.console import quiet_console
 
 
 def parse_args() -> argparse.Namespace:
@@ -138,6 +141,12 @@ def parse_args() -> argparse.Namespace:
         '--no-progress', action='store_true', help='no progress bar'
     )
     parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="mmengine's log lines (time, logger, level) on the console "
+        'instead of plain lines',
+    )
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -179,9 +188,8 @@ def main() -> None:
         osp.splitext(osp.basename(args.config))[0],
         f'selection_{args.method}.json',
     )
-    options = {}
-    if args.method == 'weight_change':
-        options = dict(lr=args.lr, momentum=args.momentum)
+    # The options the method takes, from the flags of the same names.
+    options = {k: getattr(args, k) for k in get_scorer(args.method).options}
 
     def select() -> dict:
         if args.scores_from is not None:
@@ -220,10 +228,12 @@ def main() -> None:
         )
 
     dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
-    try:
-        run_on_main_process(select, args.launcher, dist_cfg)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f'select_params: error: {err}') from err
+    # The selection's log is its result: plain lines for people.
+    with quiet_console(verbose=args.verbose, plain_info=True):
+        try:
+            run_on_main_process(select, args.launcher, dist_cfg)
+        except (ValueError, FileNotFoundError) as err:
+            raise SystemExit(f'select_params: error: {err}') from err
 
 
 if __name__ == '__main__':

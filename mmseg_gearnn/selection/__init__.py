@@ -1,5 +1,13 @@
 """Adaptor selection: score each tensor's distortion sensitivity, then pick
-the best set under a memory budget by an exact 0/1 knapsack."""
+the best set under a memory budget by an exact 0/1 knapsack.
+
+Layout: :mod:`.candidates` (the tensors), :mod:`.data` (distorted batches),
+:mod:`.scores` (the scorer registry, normalisation) and :mod:`.scorers`
+(the methods), :mod:`.budget`, :mod:`.knapsack` (the pure DP) and
+:mod:`.solver` (tensors as knapsack items), :mod:`.record` (the selection
+file), :mod:`.select` (the flow) and :mod:`.config` (from an mmseg config).
+Importing :mod:`.scorers` registers the scoring methods.
+"""
 
 from .base_weights import (
     check_state_dict,
@@ -8,6 +16,7 @@ from .base_weights import (
     load_base_checkpoint,
     read_checkpoint,
 )
+from .budget import check_fits, resolve_budget
 from .candidates import (
     BN_BUFFER,
     PARAM,
@@ -17,6 +26,12 @@ from .candidates import (
     model_total_bytes,
     training_only_modules,
 )
+from .config import (
+    base_model_cfg,
+    build_base_model,
+    run_selection_from_config,
+    space_from_config,
+)
 from .data import (
     BatchSource,
     DataloaderBatchSource,
@@ -25,32 +40,32 @@ from .data import (
     with_distortion,
 )
 from .knapsack import KnapsackResult, default_granularity, greedy, knapsack
-from .scores import (
-    NORMALIZATIONS,
-    SCORERS,
-    ScoreResult,
-    available_methods,
-    compute_scores,
-    gradient_statistics,
-    normalize_scores,
-    register_scorer,
-    segmentor_loss,
-)
-from .select import (
-    DEFAULT_KNAPSACK_VALUE,
+from .record import (
     FORMAT_VERSION,
-    KNAPSACK_VALUES,
-    SelectionOutcome,
     build_record,
     format_selection_table,
     load_selection,
-    reselect,
-    resolve_budget,
-    run_selection,
-    run_selection_from_config,
     save_selection,
+)
+from .scorers import gradient_statistics, segmentor_loss
+from .scores import (
+    DEFAULT_NORMALIZE,
+    NORMALIZATIONS,
+    SCORERS,
+    Scorer,
+    ScoreResult,
+    available_methods,
+    compute_scores,
+    get_scorer,
+    normalize_scores,
+    register_scorer,
+)
+from .select import reselect, run_selection
+from .solver import (
+    DEFAULT_KNAPSACK_VALUE,
+    KNAPSACK_VALUES,
+    SelectionOutcome,
     select_tensors,
-    space_from_config,
 )
 
 __all__ = [
@@ -75,27 +90,33 @@ __all__ = [
     'default_granularity',
     'greedy',
     'knapsack',
+    'DEFAULT_NORMALIZE',
     'NORMALIZATIONS',
     'SCORERS',
+    'Scorer',
     'ScoreResult',
     'available_methods',
     'compute_scores',
+    'get_scorer',
     'gradient_statistics',
     'normalize_scores',
     'register_scorer',
     'segmentor_loss',
+    'check_fits',
+    'resolve_budget',
     'DEFAULT_KNAPSACK_VALUE',
-    'FORMAT_VERSION',
     'KNAPSACK_VALUES',
     'SelectionOutcome',
+    'select_tensors',
+    'FORMAT_VERSION',
     'build_record',
     'format_selection_table',
     'load_selection',
-    'reselect',
-    'resolve_budget',
-    'run_selection',
-    'run_selection_from_config',
     'save_selection',
-    'select_tensors',
+    'reselect',
+    'run_selection',
+    'base_model_cfg',
+    'build_base_model',
+    'run_selection_from_config',
     'space_from_config',
 ]

@@ -1,9 +1,11 @@
 """The tensors an adaptor may hold, and their sizes.
 
 A candidate is every parameter tensor of the model plus the running
-statistics (``running_mean``, ``running_var``) of every BatchNorm layer,
-named like their ``state_dict`` keys. ``num_batches_tracked`` is never a
-candidate: it is a step counter, not learned state.
+statistics of every BatchNorm layer, named like their ``state_dict`` keys
+(the set is defined once, by
+:func:`~mmseg_gearnn.models.adaptor_tensors.adaptor_candidates`).
+``num_batches_tracked`` is never a candidate: it is a step counter, not
+learned state.
 """
 
 from dataclasses import asdict, dataclass
@@ -11,11 +13,12 @@ from typing import Dict, List, Sequence
 
 import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..models.adaptor_tensors import adaptor_candidates, bn_modules
 
 PARAM = 'param'
 BN_BUFFER = 'bn_buffer'
-BN_STAT_NAMES = ('running_mean', 'running_var')
+#: The BN running statistics (defined in ``models.gear_bank``).
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,6 @@ class TensorInfo:
         return asdict(self)
 
 
-def bn_modules(model: nn.Module) -> Dict[str, _BatchNorm]:
-    """Every BatchNorm layer (SyncBN included) by module name."""
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, _BatchNorm)
-    }
-
-
 def _join(prefix: str, name: str) -> str:
     return f'{prefix}.{name}' if prefix else name
 
@@ -66,39 +60,22 @@ def list_candidates(model: nn.Module) -> List[TensorInfo]:
         statistic, in ``state_dict`` order (a parameter shared by two
         modules appears once, under its first name).
     """
-    bn = bn_modules(model)
+    params = dict(model.named_parameters())
     bn_param_names = {
         _join(mod_name, p_name)
-        for mod_name, module in bn.items()
+        for mod_name, module in bn_modules(model).items()
         for p_name, _ in module.named_parameters(recurse=False)
     }
-    bn_buffer_names = {
-        _join(mod_name, b_name)
-        for mod_name, module in bn.items()
-        for b_name in BN_STAT_NAMES
-        if getattr(module, b_name, None) is not None
-    }
-    found = {}
-    for name, p in model.named_parameters():
-        found[name] = TensorInfo(
+    return [
+        TensorInfo(
             name=name,
-            numel=p.numel(),
-            bytes=p.numel() * p.element_size(),
-            kind=PARAM,
-            is_bn=name in bn_param_names,
+            numel=t.numel(),
+            bytes=t.numel() * t.element_size(),
+            kind=PARAM if name in params else BN_BUFFER,
+            is_bn=name not in params or name in bn_param_names,
         )
-    for name, b in model.named_buffers():
-        if name in bn_buffer_names:
-            found[name] = TensorInfo(
-                name=name,
-                numel=b.numel(),
-                bytes=b.numel() * b.element_size(),
-                kind=BN_BUFFER,
-                is_bn=True,
-            )
-    order = list(model.state_dict(keep_vars=True))
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(found.values(), key=lambda t: rank.get(t.name, len(rank)))
+        for name, t in candidate_tensors(model).items()
+    ]
 
 
 def training_only_modules(model: nn.Module) -> List[str]:
@@ -126,12 +103,11 @@ def model_total_bytes(model: nn.Module) -> int:
 
 
 def candidate_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The live tensors behind :func:`list_candidates`, by name."""
-    tensors = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    out = {}
-    for info in list_candidates(model):
-        out[info.name] = (
-            tensors[info.name] if info.kind == PARAM else buffers[info.name]
+    """The live candidate tensors by name, in ``state_dict`` order."""
+    rank = {n: i for i, n in enumerate(model.state_dict(keep_vars=True))}
+    return dict(
+        sorted(
+            adaptor_candidates(model).items(),
+            key=lambda item: rank.get(item[0], len(rank)),
         )
-    return out
+    )

@@ -27,7 +27,9 @@ DISTORTION_TRANSFORMS = (
 )
 
 
-def _type_name(transform_cfg: dict) -> str:
+def transform_type_name(transform_cfg: dict) -> str:
+    """The registered name of a transform config's ``type`` (a string or a
+    class; a dotted scope prefix dropped)."""
     t = transform_cfg.get('type')
     name = t if isinstance(t, str) else getattr(t, '__name__', str(t))
     return name.rsplit('.', 1)[-1]
@@ -66,13 +68,13 @@ def replace_distortion(pipeline: Sequence[dict], transform: dict) -> list:
     """
     out, position = [], None
     for step in pipeline:
-        if _type_name(step) in DISTORTION_TRANSFORMS:
+        if transform_type_name(step) in DISTORTION_TRANSFORMS:
             if position is None:
                 position = len(out)
             continue
         out.append(copy.deepcopy(step))
     if position is None:
-        names = [_type_name(step) for step in out]
+        names = [transform_type_name(step) for step in out]
         position = (
             names.index('PackSegInputs')
             if 'PackSegInputs' in names

@@ -7,6 +7,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from toys import tiny_preprocessor
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.distortions import build_space, distort
@@ -19,15 +20,7 @@ SPACE = dict(distortions=dict(brightness=[0.5, 0.2], gaussian_noise=[40]))
 NORM_CFG = dict(type='BN', requires_grad=True)
 TINY_MODEL = dict(
     type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=(IMG, IMG),
-    ),
+    data_preprocessor=tiny_preprocessor((IMG, IMG)),
     backbone=dict(
         type='ResNetV1c',
         depth=18,

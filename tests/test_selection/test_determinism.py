@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.runner import Runner
+from toys import tiny_segmentor
 
 from mmseg_gearnn.selection import run_selection_from_config
 
@@ -126,45 +127,8 @@ def test_same_seed_gives_the_same_selection(selection_setup, tmp_path):
 
 
 # -- gear training ---------------------------------------------------------
-BN = dict(type='BN', requires_grad=True)
-SEGMENTOR = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=(32, 32),
-    ),
-    backbone=dict(
-        type='ResNetV1c',
-        depth=18,
-        stem_channels=8,
-        base_channels=8,
-        num_stages=2,
-        strides=(1, 2),
-        dilations=(1, 1),
-        out_indices=(1,),
-        norm_cfg=BN,
-    ),
-    decode_head=dict(
-        type='FCNHead',
-        in_channels=16,
-        in_index=0,
-        channels=8,
-        num_convs=1,
-        concat_input=False,
-        num_classes=8,
-        norm_cfg=BN,
-        dropout_ratio=0.1,  # draws from torch's generator while training
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
-    ),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'),
-)
+# Dropout (0.1) draws from torch's generator while training.
+SEGMENTOR = tiny_segmentor((32, 32), num_classes=8)
 
 
 def _train_gears(work_dir, seed):

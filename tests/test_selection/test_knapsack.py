@@ -122,7 +122,7 @@ def test_knapsack_rejects_bad_input():
 
 def test_bn_statistics_are_one_item():
     from mmseg_gearnn.selection.candidates import TensorInfo
-    from mmseg_gearnn.selection.select import knapsack_items, select_tensors
+    from mmseg_gearnn.selection.solver import knapsack_items, select_tensors
 
     infos = [
         TensorInfo('conv.weight', 100, 400, 'param', False),

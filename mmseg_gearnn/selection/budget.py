@@ -1,0 +1,105 @@
+"""The selection budget: resolving it to bytes and checking, before any
+scoring, that a candidate tensor can fit it."""
+
+import math
+from typing import List, Optional, Sequence
+
+from .candidates import TensorInfo, in_modules
+from .knapsack import default_granularity
+
+
+def resolve_budget(
+    total_bytes: int,
+    fraction: Optional[float] = None,
+    nbytes: Optional[int] = None,
+) -> dict:
+    """The budget as both a fraction of the model and bytes.
+
+    Args:
+        total_bytes (int): bytes of the whole model.
+        fraction (float, optional): budget as a fraction in (0, 1].
+        nbytes (int, optional): budget in bytes. Give exactly one.
+
+    Returns:
+        dict: ``asked_fraction`` and ``asked_bytes`` (a fraction is turned
+        into bytes rounding down, so the budget is never exceeded).
+    """
+    if (fraction is None) == (nbytes is None):
+        raise ValueError(
+            'give the budget either as a fraction of the model (--budget) '
+            'or in bytes (--budget-bytes), not both or neither'
+        )
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(
+                f'the budget fraction must be in (0, 1], got {fraction}'
+            )
+        asked = int(math.floor(fraction * total_bytes))
+        return dict(asked_fraction=float(fraction), asked_bytes=asked)
+    if int(nbytes) != nbytes or nbytes <= 0:
+        raise ValueError(f'the budget in bytes must be > 0, got {nbytes}')
+    return dict(
+        asked_fraction=int(nbytes) / total_bytes, asked_bytes=int(nbytes)
+    )
+
+
+def check_budget(
+    infos: Sequence[TensorInfo], budget_bytes: int, total_bytes: int
+) -> None:
+    """Raise if not even the smallest candidate fits the budget."""
+    smallest = min(infos, key=lambda t: t.bytes)
+    if budget_bytes < smallest.bytes:
+        raise ValueError(
+            f'the budget of {budget_bytes} bytes '
+            f"({budget_bytes / total_bytes:.6f} of the model's "
+            f'{total_bytes} bytes) is smaller than the smallest candidate '
+            f'tensor, {smallest.name} ({smallest.bytes} bytes), so no '
+            'tensor fits: raise --budget to at least '
+            f'{smallest.bytes / total_bytes:.6f} or --budget-bytes to at '
+            f'least {smallest.bytes}'
+        )
+
+
+def selectable_candidates(
+    infos: Sequence[TensorInfo], excluded_modules: Sequence[str]
+) -> List[TensorInfo]:
+    """The candidates outside ``excluded_modules``; raise if none is."""
+    kept = [t for t in infos if not in_modules(t.name, excluded_modules)]
+    if not kept:
+        raise ValueError(
+            'every candidate tensor lies in the excluded modules '
+            f'{list(excluded_modules)}: nothing is left to select'
+        )
+    return kept
+
+
+def check_quantised_fit(
+    infos: Sequence[TensorInfo], budget_bytes: int, granularity: int
+) -> None:
+    """Raise if no candidate fits the budget once sizes are rounded up and
+    the budget down to the knapsack granularity."""
+    units = budget_bytes // granularity
+    if not any(math.ceil(t.bytes / granularity) <= units for t in infos):
+        raise ValueError(
+            f'no candidate tensor fits the budget of {budget_bytes} '
+            f'bytes at a knapsack granularity of {granularity} bytes '
+            '(sizes are rounded up to it, the budget down): lower '
+            '--granularity-bytes or raise the budget'
+        )
+
+
+def check_fits(
+    infos: Sequence[TensorInfo],
+    exclude_modules: Sequence[str],
+    budget_info: dict,
+    total_bytes: int,
+    granularity: Optional[int],
+) -> None:
+    """Raise unless a selectable candidate fits the asked budget, on true
+    sizes and at the knapsack granularity."""
+    asked = budget_info['asked_bytes']
+    selectable = selectable_candidates(infos, exclude_modules)
+    check_budget(selectable, asked, total_bytes)
+    check_quantised_fit(
+        selectable, asked, granularity or default_granularity(asked)
+    )
