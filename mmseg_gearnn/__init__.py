@@ -10,6 +10,7 @@ from . import (  # noqa: F401  # noqa: F401
     engine,
     evaluation,
     models,
+    registry,
     selection,
     utils,
 )

@@ -9,9 +9,11 @@ from .hooks import (
 )
 from .model_wrappers import GearNNDistributedDataParallel
 from .optimizers import GearOptimWrapperConstructor
+from .runner import ConsoleRunner
 
 __all__ = [
     'ChannelsLastHook',
+    'ConsoleRunner',
     'FiniteGearsHook',
     'FrozenBaseGuardHook',
     'GearBNRecalibrationHook',

@@ -5,10 +5,19 @@ from .checkpoint import (
     register_safe_globals,
 )
 from .config import (
+    add_gear_distortions,
+    add_gear_hooks,
+    complete_gear_config,
+    enable_amp,
+    is_gear_config,
+    resume_from_work_dir,
     set_crop_size,
     set_data_root,
     set_distortion_space,
+    show_inputs,
     skip_bad_files,
+    use_tta,
+    write_predictions,
 )
 from .dist import (
     init_dist,
@@ -19,6 +28,15 @@ from .dist import (
 from .io import atomic_torch_save, atomic_write
 
 __all__ = [
+    'add_gear_distortions',
+    'add_gear_hooks',
+    'complete_gear_config',
+    'enable_amp',
+    'is_gear_config',
+    'resume_from_work_dir',
+    'show_inputs',
+    'use_tta',
+    'write_predictions',
     'atomic_torch_save',
     'atomic_write',
     'init_dist',

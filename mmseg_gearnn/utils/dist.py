@@ -13,8 +13,9 @@ process group uses the ``gloo`` backend and the model wrapper is
 import datetime
 import logging
 import os
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
+import torch
 import torch.distributed as torch_dist
 from mmengine.device import (
     is_cuda_available,
@@ -118,6 +119,43 @@ def teardown_dist() -> None:
         torch_dist.destroy_process_group()
 
 
+@torch.no_grad()
+def mean_over_ranks(
+    tensors: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    group: Optional[Any] = None,
+) -> torch.Tensor:
+    """Replaces every tensor by its weighted mean over the ranks, in place.
+
+    Tensor ``i`` of a rank weighs ``weights[i]`` of that rank; a tensor
+    whose weights sum to 0 over the ranks is left as it is. One
+    all-reduce (in float64) for everything, no host sync per tensor.
+
+    Args:
+        tensors (Sequence[Tensor]): the same tensors on every rank.
+        weights (Tensor): this rank's weight of each tensor.
+        group (ProcessGroup, optional): None for the default group.
+
+    Returns:
+        Tensor: the weights of each tensor summed over the ranks (float64).
+    """
+    weights = weights.to(torch.float64)
+    if not tensors:
+        return weights
+    flat = torch.cat(
+        [t.double().reshape(-1) * w for t, w in zip(tensors, weights)]
+        + [weights]
+    )
+    torch_dist.all_reduce(flat, torch_dist.ReduceOp.SUM, group)
+    *sums, totals = flat.split([t.numel() for t in tensors] + [len(tensors)])
+    for t, total_sum, total in zip(tensors, sums, totals):
+        mean = torch.where(
+            total > 0, total_sum / total, t.double().reshape(-1)
+        )
+        t.copy_(mean.view_as(t))
+    return totals
+
+
 def _launcher_rank(launcher: str) -> int:
     """This process's rank, read before the process group exists."""
     key = dict(slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK').get(
@@ -179,6 +217,7 @@ def run_on_main_process(
 __all__ = [
     'DEFAULT_MODEL_WRAPPER',
     'init_dist',
+    'mean_over_ranks',
     'run_on_main_process',
     'setup_dist_train',
 ]

@@ -9,7 +9,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from test_hooks import SEGMENTOR, SPACE
 
-from mmseg_gearnn.models.gear_bank import bn_names
+from mmseg_gearnn.models.adaptor_tensors import bn_names
 
 OPTIM = dict(optimizer=dict(type='AdamW', lr=0.06, weight_decay=0.0))
 KERNEL = 'backbone.stem.0.weight'

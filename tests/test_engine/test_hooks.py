@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
+from toys import tiny_segmentor
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.engine import (
@@ -14,56 +15,28 @@ from mmseg_gearnn.engine import (
     FrozenBaseGuardHook,
     GearCheckpointHook,
 )
+from mmseg_gearnn.engine.hooks.gear_bn_recalibration_hook import (
+    merge_bn_stats_over_ranks,
+    recalibrate_bn,
+)
 
 SPACE = dict(distortions=dict(jpeg=[30, 10], brightness=[0.3]))
-BN = dict(type='BN', requires_grad=True)
-SEGMENTOR = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=(32, 32),
-    ),
-    backbone=dict(
-        type='ResNetV1c',
-        depth=18,
-        stem_channels=8,
-        base_channels=8,
-        num_stages=2,
-        strides=(1, 2),
-        dilations=(1, 1),
-        out_indices=(1,),
-        norm_cfg=BN,
-    ),
-    decode_head=dict(
-        type='FCNHead',
-        in_channels=16,
-        in_index=0,
-        channels=8,
-        num_convs=1,
-        concat_input=False,
-        num_classes=8,
-        norm_cfg=BN,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0),
-    ),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'),
-)
+SEGMENTOR = tiny_segmentor((32, 32), num_classes=8)
 
 
 def make_runner(
-    work_dir, custom_hooks, max_iters=2, checkpoint_interval=2, **kwargs
+    work_dir,
+    custom_hooks,
+    max_iters=2,
+    checkpoint_interval=2,
+    adaptor='bn',
+    **kwargs,
 ):
     model = dict(
         type='GearNNSegmentor',
         segmentor=copy.deepcopy(SEGMENTOR),
         space=SPACE,
-        adaptor='bn',
+        adaptor=adaptor,
     )
     return Runner(
         model=model,
@@ -172,6 +145,58 @@ def test_gears_file_written_at_checkpoint_and_end(tmp_path):
     assert gears_bytes < os.path.getsize(tmp_path / 'iter_2.pth') / 2
 
 
+def test_training_warns_when_the_selection_was_scored_on_another_base(
+    tmp_path,
+):
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from mmseg_gearnn.selection import run_selection
+
+    init_default_scope('mmseg')
+    base = MODELS.build(copy.deepcopy(SEGMENTOR))
+    base.init_weights()
+    scored = str(tmp_path / 'scored.pth')
+    torch.save(dict(state_dict=base.state_dict()), scored)
+    selection = str(tmp_path / 'selection.json')
+    run_selection(
+        base,
+        SPACE,
+        'random',
+        budget=0.05,
+        checkpoint=scored,
+        progress=False,
+        out=selection,
+    )
+    with torch.no_grad():
+        base.decode_head.conv_seg.bias.add_(0.5)
+    other = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict=base.state_dict()), other)
+    logs = {}
+    for name, load_from in (('same', scored), ('other', other)):
+        runner = make_runner(
+            tmp_path / name,
+            [dict(type='GearCheckpointHook')],
+            max_iters=1,
+            adaptor=selection,
+            load_from=load_from,
+            # As the tools build it: GearCheckpointHook reads load_from.
+            cfg=dict(load_from=load_from),
+        )
+        runner.train()
+        with open(runner.logger.log_file) as f:
+            logs[name] = f.read()
+        hashes = (
+            runner.model.selection_meta['base_sha256'],
+            runner.model.gear_bank.base_sha256(),
+        )
+    assert 'scored on other base weights' not in logs['same']
+    assert 'scored on other base weights' in logs['other']
+    assert hashes[0] != hashes[1]
+    for part in (selection, *hashes, f'(file: {scored})', f'(file: {other})'):
+        assert part in logs['other'], part
+
+
 def test_frozen_base_guard_stops_a_run_that_changes_the_base(tmp_path):
     runner = make_runner(
         tmp_path, [FrozenBaseGuardHook(interval=1), TamperWithBase()]
@@ -262,7 +287,7 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
         for name, t in model.gear_bank.tensors(gear).items():
             if name.endswith('running_mean'):
                 t.add_(0.5)
-        training = model._call(gear, '_forward', inputs, samples)
+        training = model.call_route(gear, '_forward', inputs, samples)
     handle.remove()
     (first_bn_input,) = first_bn_inputs
     model.eval()
@@ -272,7 +297,7 @@ def test_bn_recalibration_makes_inference_match_training(tmp_path):
     base_before = copy.deepcopy(model.segmentor.state_dict())
     others = {g: _first_bn_stats(model, g) for g in range(1, 4) if g != gear}
 
-    seen = model.recalibrate_bn([batch], batches_per_gear=1)
+    seen = recalibrate_bn(model, [batch], batches_per_gear=1)
 
     assert seen == {gear: 1}
     assert not model.training
@@ -308,8 +333,6 @@ def test_bn_recalibration_merge_over_ranks_weights_by_batches(
     """Two ranks, with two batches and one batch of a gear, merge to what
     one process gets from the three; gears no rank re-estimated keep
     theirs."""
-    from mmseg_gearnn.models.segmentors import gearnn
-
     model = make_runner(tmp_path, []).model
     # Three batches of one gear, of different images.
     batches, gear = {}, None
@@ -325,22 +348,28 @@ def test_bn_recalibration_merge_over_ranks_weights_by_batches(
             break
     first, second, third = batches[gear]
     single, rank_a, rank_b = (copy.deepcopy(model) for _ in range(3))
-    assert single.recalibrate_bn([first, second, third], 3) == {gear: 3}
-    assert rank_a.recalibrate_bn([first, second], 2) == {gear: 2}
-    assert rank_b.recalibrate_bn([third], 1) == {gear: 1}
+    assert recalibrate_bn(single, [first, second, third], 3) == {gear: 3}
+    assert recalibrate_bn(rank_a, [first, second], 2) == {gear: 2}
+    assert recalibrate_bn(rank_b, [third], 1) == {gear: 1}
     others = {g: _first_bn_stats(rank_a, g) for g in range(1, 4) if g != gear}
     expected = _first_bn_stats(single, gear)
     assert not torch.allclose(
         _first_bn_stats(rank_a, gear)['running_mean'], expected['running_mean']
     )
 
+    # Two ranks played in turn: rank b's all-reduce records what it sends,
+    # rank a's adds it to its own.
     sent = []
     monkeypatch.setattr(
-        gearnn, 'all_reduce', lambda t, op: sent.append(t.clone())
+        torch.distributed,
+        'all_reduce',
+        lambda t, op, group: sent.append(t.clone()),
     )
-    rank_b._merge_bn_stats_over_ranks({gear: 1})
-    monkeypatch.setattr(gearnn, 'all_reduce', lambda t, op: t.add_(sent[0]))
-    assert rank_a._merge_bn_stats_over_ranks({gear: 2}) == {gear: 3}
+    merge_bn_stats_over_ranks(rank_b.gear_bank, {gear: 1})
+    monkeypatch.setattr(
+        torch.distributed, 'all_reduce', lambda t, op, group: t.add_(sent[0])
+    )
+    assert merge_bn_stats_over_ranks(rank_a.gear_bank, {gear: 2}) == {gear: 3}
 
     merged = _first_bn_stats(rank_a, gear)
     for k in ('running_mean', 'running_var'):

@@ -8,7 +8,7 @@ from mmengine.structures import PixelData
 from mmseg.models.losses import CrossEntropyLoss
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from tiny_segmentor import tiny_segmentor
+from toys import tiny_segmentor
 
 import mmseg_gearnn  # noqa: F401
 

@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import torch
@@ -8,21 +9,14 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from toys import tiny_preprocessor, write_selection
 
 import mmseg_gearnn  # noqa: F401
 
 SPACE = dict(distortions=dict(jpeg=[40, 10], brightness=[0.3]))
 SIZE = (32, 32)
 BN = dict(type='BN', requires_grad=True)
-PREPROCESSOR = dict(
-    type='SegDataPreProcessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255,
-    size=SIZE,
-)
+PREPROCESSOR = tiny_preprocessor(SIZE)
 
 
 def _head(head_type, in_channels, in_index, **kwargs):
@@ -323,26 +317,22 @@ def test_adaptor_sources_and_errors(tmp_path):
         build(adaptor='everything')
     with pytest.raises(FileNotFoundError, match='selection file not found'):
         build(adaptor=str(tmp_path / 'missing.json'))
-    other = tmp_path / 'other_space.json'
-    import json
-
-    other.write_text(
-        json.dumps(
-            dict(
-                selected=names,
-                distortion_space=dict(distortions=dict(jpeg=[40])),
-            )
-        )
+    base = model.segmentor
+    other = write_selection(
+        tmp_path / 'other_space.json',
+        names,
+        dict(distortions=dict(jpeg=[40])),
+        base,
     )
     with pytest.raises(ValueError, match='another distortion space'):
-        build(adaptor=str(other))
-    good = tmp_path / 'selection.json'
-    good.write_text(
-        json.dumps(
-            dict(selected=names, method='fisher', distortion_space=SPACE)
-        )
-    )
-    assert build(adaptor=str(good)).selection_meta['method'] == 'fisher'
+        build(adaptor=other)
+    good = write_selection(tmp_path / 'selection.json', names, SPACE, base)
+    assert build(adaptor=good).selection_meta['method'] == 'fisher'
+    # The selection module's reader: the format version is checked.
+    old = tmp_path / 'old.json'
+    old.write_text(json.dumps(dict(selected=names, distortion_space=SPACE)))
+    with pytest.raises(ValueError, match='is not a selection file'):
+        build(adaptor=str(old))
 
 
 def _logits(model, batch):
@@ -420,7 +410,7 @@ def test_inference_switching_never_leaks_into_the_base():
     model.eval()
     batch = make_batch([2, 1, 3])
     model.test_step(copy.deepcopy(batch))
-    assert model._active_gear != 0  # a gear is switched in
+    assert model.gear_bank.active != 0  # a gear is switched in
     # What anyone reads of the model is still the base.
     state = model.state_dict()
     for key, value in base.items():

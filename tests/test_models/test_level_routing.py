@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from tiny_segmentor import tiny_segmentor
+from toys import tiny_segmentor, write_selection
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.distortions import compound_record
@@ -86,7 +86,7 @@ def hand_blended(model, pairs):
     ref = copy.deepcopy(model)
     ref.restore_base()
     heaviest = max(pairs, key=lambda p: p[1])[0]
-    live = ref._live_tensors()
+    live = ref.gear_bank.live_tensors()
     with torch.no_grad():
         for name in ref.gear_bank.names:
             tensors = [ref.gear_bank.tensors(g)[name] for g, _ in pairs]
@@ -119,7 +119,7 @@ def test_interpolated_level_runs_the_blend_of_the_two_gears():
         assert not torch.allclose(alone, blended, atol=1e-3)
     # Integer buffers are the heavier gear's.
     model.switch_blend([(1, 0.2), (2, 0.8)])
-    live = model._live_tensors()
+    live = model.gear_bank.live_tensors()
     counts = [n for n in model.gear_bank.names if 'num_batches' in n]
     assert counts and all(int(live[n]) == 20 for n in counts)
     model.switch_blend([(1, 0.8), (2, 0.2)])
@@ -139,7 +139,7 @@ def test_base_restored_after_blends_between_gears():
     # across batches.
     logits(model, [jpeg(20), jpeg(10), jpeg(30), jpeg(15)])
     logits(model, [jpeg(25)])
-    assert isinstance(model._active_gear, tuple)
+    assert isinstance(model.gear_bank.active, tuple)
     torch.testing.assert_close(logits(model, [CLEAN])[0], clean_before)
     logits(model, [jpeg(25)])
     after = model.state_dict()
@@ -169,7 +169,7 @@ def test_mixed_batch_with_blends_matches_samples_alone():
 def test_nearest_still_snaps_and_checks_listed_levels():
     snapping = dict(SPACE, snap='nearest')
     model = build(space=snapping)
-    assert model.level_routing == 'nearest'
+    assert model.router.level_routing == 'nearest'
     # 20 snaps to 10 (gear 2); the other table's gear is ignored.
     snapped = logits(model, [jpeg(20, gear=7)])[0]
     torch.testing.assert_close(snapped, logits(model, [jpeg(10)])[0])
@@ -235,7 +235,7 @@ def test_compound_policies_route_as_documented(tmp_path):
     path = tmp_path / 'levels.json'
     path.write_text(json.dumps(report))
     measured = build(compound_routing='dominant', compound_severity=str(path))
-    assert measured.severity == [0.0, 5.0, 10.0, 8.0]
+    assert measured.router.severity == [0.0, 5.0, 10.0, 8.0]
     assert routes(measured, cases) == [3, 3, 2]
     by_dict = build(
         compound_routing='dominant',
@@ -245,10 +245,10 @@ def test_compound_policies_route_as_documented(tmp_path):
     )
     assert routes(by_dict, cases) == [1, 1, 2]
     # An unlisted component level under interpolation: the severity too.
-    assert by_dict.severity_of('jpeg', 25) == pytest.approx(14.5)
+    assert by_dict.router.severity_of('jpeg', 25) == pytest.approx(14.5)
 
     blend = build()
-    assert blend.compound_routing == 'blend'
+    assert blend.router.compound_routing == 'blend'
     assert routes(blend, cases) == [
         ((1, 0.5), (3, 0.5)),
         ((1, 0.5), (3, 0.5)),
@@ -302,18 +302,17 @@ def test_routing_option_errors(tmp_path):
 
 
 def test_selection_of_the_same_table_loads_under_another_snap(tmp_path):
-    names = build().adaptor_names[:4]
-    selection = tmp_path / 'selection.json'
-    selection.write_text(
-        json.dumps(
-            dict(selected=names, distortion_space=dict(SPACE, snap='error'))
-        )
+    model = build()
+    names = model.adaptor_names[:4]
+    selection = write_selection(
+        tmp_path / 'selection.json',
+        names,
+        dict(SPACE, snap='error'),
+        model.segmentor,
     )
-    model = build(space=dict(SPACE, snap='nearest'), adaptor=str(selection))
+    model = build(space=dict(SPACE, snap='nearest'), adaptor=selection)
     assert model.adaptor_names[:4] == names
     other = dict(distortions=dict(jpeg=[40, 10], brightness=[0.2]))
-    selection.write_text(
-        json.dumps(dict(selected=names, distortion_space=other))
-    )
+    write_selection(selection, names, other, model.segmentor)
     with pytest.raises(ValueError, match='another distortion space'):
-        build(adaptor=str(selection))
+        build(adaptor=selection)

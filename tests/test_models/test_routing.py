@@ -8,12 +8,19 @@ from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from tiny_segmentor import tiny_segmentor
+from toys import tiny_segmentor
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.apis.estimator import train_estimator
 from mmseg_gearnn.datasets import ProceduralStreetDataset
-from mmseg_gearnn.distortions import build_space, distort
+from mmseg_gearnn.distortions import build_space, compound_record, distort
+from mmseg_gearnn.distortions.space import parse_distortion_record
+from mmseg_gearnn.models.routing import (
+    CheckedGearRouter,
+    DefaultGearRouter,
+    GearRouter,
+    MetadataGearRouter,
+)
 
 SPACE = dict(distortions=dict(jpeg=[10], brightness=[0.2]))
 SIZE = (64, 80)
@@ -110,3 +117,53 @@ def test_routing_errors(estimator_file, tmp_path):
     other.save(str(tmp_path / 'other.pth'))
     with pytest.raises(ValueError):
         build(estimator=str(tmp_path / 'other.pth'))
+
+
+@MODELS.register_module(name='LastGearRouterOfTheTests')
+class LastGearRouter(GearRouter):
+    """A policy outside the plugin: every sample on the last gear."""
+
+    def decide(self, inputs, data_samples, preprocessor):
+        return [(self.space.num_gears - 1, 'last')] * inputs.shape[0]
+
+
+def test_router_named_by_the_config(estimator_file):
+    space = build_space(SPACE)
+    jpeg_meta = dict(type='jpeg', level=10, gear=space.gear_id('jpeg', 10))
+    model = build(router=dict(type='DefaultGearRouter', default_gear=2))
+    assert isinstance(model.router, DefaultGearRouter)
+    assert model.default_gear == 2
+    assert route(model, jpeg_meta) == (2, 'default')
+    # A new policy is a registered class, named like the plugin's own.
+    assert route(build(router=dict(type='LastGearRouterOfTheTests'))) == (
+        space.num_gears - 1,
+        'last',
+    )
+    # The older keys override the config where given.
+    checked = build(
+        router=dict(type='MetadataGearRouter', estimator=estimator_file),
+        routing='checked',
+    )
+    assert isinstance(checked.router, CheckedGearRouter)
+    assert checked.router.estimator is not None
+    assert isinstance(build().router, MetadataGearRouter)
+
+
+def test_distortion_record_is_parsed_once():
+    assert parse_distortion_record(None) is None
+    assert parse_distortion_record({}) is None
+    record = parse_distortion_record(dict(type='jpeg', level=10, gear=1))
+    assert (record.type, record.level, record.gear) == ('jpeg', 10, 1)
+    assert not record.is_compound
+    compound = parse_distortion_record(
+        compound_record([('brightness', 0.2), ('jpeg', 10)])
+    )
+    assert compound.is_compound
+    assert [(c.type, c.level, c.gear) for c in compound.components] == [
+        ('brightness', 0.2, None),
+        ('jpeg', 10, None),
+    ]
+    with pytest.raises(ValueError, match='has a type but no level'):
+        parse_distortion_record(dict(type='jpeg'))
+    with pytest.raises(ValueError, match='every component needs a type'):
+        parse_distortion_record(dict(components=[dict(level=3)]))

@@ -14,6 +14,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
+from toys import tiny_preprocessor
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.models.segmentors.stability import pixel_kl
@@ -51,15 +52,7 @@ def segmentor_cfg():
     )
     return dict(
         type='EncoderDecoder',
-        data_preprocessor=dict(
-            type='SegDataPreProcessor',
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            pad_val=0,
-            seg_pad_val=255,
-            size=SIZE,
-        ),
+        data_preprocessor=tiny_preprocessor(SIZE),
         backbone=dict(
             type='ResNetV1c',
             depth=18,

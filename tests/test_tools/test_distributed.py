@@ -22,6 +22,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from toys import tiny_segmentor_source
 
 from mmseg_gearnn.utils import load_checkpoint_safely
 
@@ -38,28 +39,19 @@ custom_imports = dict(
 # Gears 1-3 brightness, 4-5 resolution; gear 5 is never met.
 distortion_space = dict(
     distortions=dict(brightness=[0.4, 0.2, 0.1], resolution=[0.5, 0.25]))
-norm_cfg = dict(type='BN', requires_grad=True)
-data_preprocessor = dict(
-    type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
-    seg_pad_val=255, size=(32, 32))
-segmentor = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='ResNetV1c', depth=18, stem_channels=8, base_channels=8,
-        num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ),
-        norm_cfg=norm_cfg),
-    decode_head=dict(
-        type='FCNHead', in_channels=16, in_index=0, channels=8, num_convs=1,
-        concat_input=False, num_classes=8, norm_cfg=norm_cfg,
-        dropout_ratio=0.0, align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-    train_cfg=dict(), test_cfg=dict(mode='whole'))
+{model}
 model = dict(
     type='GearNNSegmentor', segmentor=segmentor,
-    data_preprocessor=data_preprocessor, space=distortion_space,
-    adaptor='bn')
+    data_preprocessor=segmentor['data_preprocessor'],
+    space=distortion_space, adaptor='bn')
+# tools/train.py adds the hooks of gearnn_hooks that custom_hooks lacks; this
+# run compares the gears that training gives, so it leaves out the BN
+# re-estimation, which would replace the statistics that training merged over
+# the ranks (RECALIBRATE_CONFIG runs it).
+gearnn_hooks = [
+    hook for hook in _base_.gearnn_hooks
+    if hook['type'] != 'GearBNRecalibrationHook'
+]
 meta_keys = ('img_shape', 'ori_shape', 'pad_shape', 'distortion')
 train_dataloader = dict(
     batch_size=2, num_workers=0,
@@ -86,7 +78,10 @@ custom_hooks = [
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
-"""
+""".replace(
+    '{model}',
+    tiny_segmentor_source('segmentor', (32, 32), 8, dropout_ratio=0.0),
+)
 
 # Selection scores on randomly distorted batches (the plugin's transform,
 # which the selection replaces per level).

@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, TRANSFORMS
+from toys import tiny_segmentor_source
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.utils import skip_bad_files
@@ -26,24 +27,7 @@ H, W = 32, 48
 
 CONFIG = """
 _base_ = [{runtime!r}, 'mmseg::_base_/default_runtime.py']
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
-        seg_pad_val=255),
-    backbone=dict(
-        type='ResNetV1c', depth=18, stem_channels=8, base_channels=8,
-        num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ),
-        norm_cfg=norm_cfg),
-    decode_head=dict(
-        type='FCNHead', in_channels=16, in_index=0, channels=8, num_convs=1,
-        concat_input=False, num_classes=11, norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-    train_cfg=dict(), test_cfg=dict(mode='whole'))
-test_dataloader = dict(
+{model}test_dataloader = dict(
     batch_size=2, num_workers=0,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
@@ -55,7 +39,7 @@ test_dataloader = dict(
 test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(visualization=dict(type='SegVisualizationHook'))
-"""
+""".replace('{model}', tiny_segmentor_source('model', None, 11))
 
 
 def _camvid(root: Path, count: int) -> Path:

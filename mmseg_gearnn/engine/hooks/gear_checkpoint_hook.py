@@ -15,7 +15,11 @@ class GearCheckpointHook(Hook):
 
     The file is ``n_gears x adaptor`` bytes; load it into a
     :class:`GearNNSegmentor` built on the same base with ``gears_file=`` or
-    ``model.load_gears(path)``.
+    ``model.load_gears(path)``. It records the sha256 of the base weights
+    and, as the base's file, the run's ``load_from``: loading the gears
+    onto other base weights is refused. When training starts it warns if
+    the adaptor's selection file was scored on other base weights
+    (:meth:`GearNNSegmentor.check_selection_base`).
 
     Args:
         out_dir (str, optional): folder for the files; the work dir if None.
@@ -47,6 +51,18 @@ class GearCheckpointHook(Hook):
             f'gears of {model.gear_bank.num_gears - 1} '
             f'distorted levels saved to {path}'
         )
+
+    def before_run(self, runner) -> None:
+        model = self._model(runner)
+        if model is not None and model.base_checkpoint is None:
+            model.base_checkpoint = runner.cfg.get('load_from')
+
+    def before_train(self, runner) -> None:
+        # The base is loaded now: warn if the adaptor was selected on
+        # other base weights (its tensors may not be the ones that matter).
+        model = self._model(runner)
+        if model is not None:
+            model.check_selection_base()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         step = checkpoint.get('meta', {}).get('iter', runner.iter)

@@ -12,7 +12,7 @@ from mmseg.registry import (
     OPTIMIZERS,
 )
 
-from ...models.gear_bank import bn_names
+from ...models.adaptor_tensors import bn_names
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()

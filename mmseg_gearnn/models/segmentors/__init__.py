@@ -1,4 +1,5 @@
+from .distilled_gearnn import DistilledGearNNSegmentor
 from .gearnn import GearNNSegmentor
 from .stability import StabilitySegmentor
 
-__all__ = ['GearNNSegmentor', 'StabilitySegmentor']
+__all__ = ['DistilledGearNNSegmentor', 'GearNNSegmentor', 'StabilitySegmentor']

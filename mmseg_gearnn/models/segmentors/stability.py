@@ -215,19 +215,6 @@ class StabilitySegmentor(SegmentorWrapper):
     ) -> SampleList:
         return self.segmentor.predict(inputs, data_samples)
 
-    def _forward(
-        self, inputs: Tensor, data_samples: OptSampleList = None
-    ) -> Tensor:
-        return self.segmentor._forward(inputs, data_samples)
-
-    def encode_decode(
-        self, inputs: Tensor, batch_img_metas: List[dict]
-    ) -> Tensor:
-        return self.segmentor.encode_decode(inputs, batch_img_metas)
-
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        return self.segmentor.extract_feat(inputs)
-
 
 def _to_chw_tensor(img) -> Tensor:
     """An HxW(xC) array as a CxHxW tensor, as ``PackSegInputs`` packs

@@ -1,13 +1,14 @@
 """The part every segmentor wrapping another segmentor shares."""
 
 import copy
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from mmengine.config import ConfigDict
 from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
-from mmseg.utils import ConfigType, OptConfigType
+from mmseg.utils import ConfigType, OptConfigType, OptSampleList
+from torch import Tensor
 
 
 class SegmentorWrapper(BaseSegmentor):
@@ -57,6 +58,20 @@ class SegmentorWrapper(BaseSegmentor):
 
     def _after_bare_checkpoint(self, state_dict: Dict, prefix: str) -> None:
         """Hook for subclasses: the mapped bare checkpoint, before loading."""
+
+    # -- tensor paths: the wrapped segmentor's, unless a subclass adapts --
+    def _forward(
+        self, inputs: Tensor, data_samples: OptSampleList = None
+    ) -> Tensor:
+        return self.segmentor._forward(inputs, data_samples)
+
+    def encode_decode(
+        self, inputs: Tensor, batch_img_metas: List[dict]
+    ) -> Tensor:
+        return self.segmentor.encode_decode(inputs, batch_img_metas)
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        return self.segmentor.extract_feat(inputs)
 
     # -- what mmseg tools read from a segmentor ----------------------------
     @property

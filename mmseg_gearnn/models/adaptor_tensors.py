@@ -1,0 +1,77 @@
+"""The tensors an adaptor may hold, by name: the one definition of the BN
+buffer names and of the candidate set (parameters and BN running
+statistics) that the gear bank, the adaptor forms and the selection share.
+"""
+
+from typing import Dict, Iterable, List
+
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+#: A BN layer's running statistics: learned state an adaptor may hold.
+BN_STATS = ('running_mean', 'running_var')
+#: A BN layer's step counter: travels with its statistics, never scored.
+BN_COUNTER = 'num_batches_tracked'
+BN_BUFFERS = BN_STATS + (BN_COUNTER,)
+
+
+def bn_modules(model: nn.Module) -> Dict[str, _BatchNorm]:
+    """Every BatchNorm layer (SyncBN included) by module name."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, _BatchNorm)
+    }
+
+
+def adaptor_candidates(model: nn.Module) -> Dict[str, Tensor]:
+    """Every tensor an adaptor may hold: parameters and BN running stats
+    (never the step counter), parameters first."""
+    tensors = dict(model.named_parameters())
+    for module_name, module in bn_modules(model).items():
+        if module.track_running_stats:
+            for stat in BN_STATS:
+                tensors[f'{module_name}.{stat}'] = getattr(module, stat)
+    return tensors
+
+
+def bn_names(model: nn.Module) -> List[str]:
+    """Names of every BN affine parameter and running statistic."""
+    names = []
+    for module_name, module in bn_modules(model).items():
+        for name, tensor in list(
+            module.named_parameters(recurse=False)
+        ) + list(module.named_buffers(recurse=False)):
+            if name != BN_COUNTER:
+                names.append(f'{module_name}.{name}')
+    return names
+
+
+def expand_bn_stats(model: nn.Module, names: Iterable[str]) -> List[str]:
+    """Adds a BN layer's other running buffers when one of them is adapted.
+
+    A BN layer whose statistics are adapted runs in train mode during gear
+    training and updates all three buffers in place, so all three must
+    belong to the gear or the base would change.
+    """
+    names = list(dict.fromkeys(names))
+    buffers = dict(model.named_buffers())
+    extra = []
+    for name in names:
+        prefix, _, leaf = name.rpartition('.')
+        if leaf in BN_BUFFERS:
+            for stat in BN_BUFFERS:
+                full = f'{prefix}.{stat}' if prefix else stat
+                if full in buffers and full not in names and full not in extra:
+                    extra.append(full)
+    return names + extra
+
+
+def adapted_bn_layers(model: nn.Module, names: Iterable[str]) -> List[str]:
+    """Module names of BN layers whose running statistics are adapted."""
+    names = set(names)
+    return [
+        module_name
+        for module_name in bn_modules(model)
+        if f'{module_name}.{BN_STATS[0]}' in names
+    ]

@@ -1,0 +1,157 @@
+"""GearNN gears trained with dense targets: each gear is pulled towards the
+base's own prediction on the clean frame, beside the label loss."""
+
+from contextlib import contextmanager
+from typing import Iterator, List
+
+import torch
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import SampleList
+from torch import Tensor
+
+from ...distortions.clean_copy import CLEAN_IMG
+from .gearnn import GearNNSegmentor
+from .stability import _to_chw_tensor, pixel_kl
+
+
+@contextmanager
+def captured_logits(head) -> Iterator[List[Tensor]]:
+    """Within it, every output of ``head.forward`` is appended to the
+    yielded list. mmseg's ``decode_head.loss`` calls ``self.forward``
+    directly, not through ``__call__``, so a forward hook would not see
+    it: the instance's ``forward`` is wrapped for the duration instead."""
+    outputs: List[Tensor] = []
+    forward = head.forward
+
+    def recording_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    head.forward = recording_forward
+    try:
+        yield outputs
+    finally:
+        del head.forward  # the class's method again
+
+
+@MODELS.register_module()
+class DistilledGearNNSegmentor(GearNNSegmentor):
+    """:class:`GearNNSegmentor` whose gears also learn the base's prediction
+    on the clean frame: per gear group,
+
+    ``L = L_label(gear(x')) + weight * T^2 * mean_pixels KL(p_T(base(x)) ||
+    p_T(gear(x')))``
+
+    where ``x'`` is the distorted frame the gear sees, ``x`` the same frame
+    undistorted, ``p_T`` the per-pixel softmax at temperature ``T`` of the
+    decode head's logits (at the head's own resolution), and ``base`` the
+    frozen base in inference mode (its BN running statistics, no gear).
+    With a few batches per gear, the dense target gives every pixel a full
+    distribution to match, not only its label, and it is defined on
+    unlabelled pixels too, so the mean runs over every pixel.
+
+    .. code:: text
+
+     loss(x', samples)            x = metainfo['clean_img'] of each sample
+      └─ per gear group (as GearNNSegmentor.loss):
+           ├─ label loss with the gear, the decode head's logits kept
+           ├─ no_grad, base alone, eval mode: target = head(base(x))
+           └─ loss_distill = weight * T^2 * KL(target || logits)
+
+    Where ``x`` comes from: :class:`~mmseg_gearnn.distortions.KeepCleanCopy`
+    in the training pipeline, right before ``RandomDistortion``, with
+    ``'clean_img'`` in ``PackSegInputs``' ``meta_keys``; the copies are
+    prepared by the model's data preprocessor as the inputs are. Inference
+    is :class:`GearNNSegmentor`'s, unchanged.
+
+    Args:
+        distill_weight (float): weight of the distillation term (>= 0; 0
+            trains as :class:`GearNNSegmentor`).
+        temperature (float): softmax temperature ``T`` (> 0) of target and
+            prediction; the term is scaled by ``T^2`` so that its gradient
+            keeps its size across temperatures (Hinton et al., 2015).
+        **kwargs: the arguments of :class:`GearNNSegmentor`.
+    """
+
+    def __init__(
+        self, distill_weight: float = 1.0, temperature: float = 1.0, **kwargs
+    ) -> None:
+        if not distill_weight >= 0:
+            raise ValueError(
+                f'distill_weight must be >= 0, got {distill_weight}'
+            )
+        if not temperature > 0:
+            raise ValueError(f'temperature must be > 0, got {temperature}')
+        super().__init__(**kwargs)
+        self.distill_weight = float(distill_weight)
+        self.temperature = float(temperature)
+
+    def call_route(self, route, method: str, *args):
+        """:meth:`GearNNSegmentor.call_route`, plus ``loss_distill`` in a
+        gear's training loss."""
+        if not (self.training and method == 'loss' and self.distill_weight):
+            return super().call_route(route, method, *args)
+        inputs, data_samples = args
+        with captured_logits(self.segmentor.decode_head) as outputs:
+            losses = super().call_route(route, method, inputs, data_samples)
+        logits = outputs[-1]
+        target = self.clean_logits(inputs, data_samples)
+        if target.shape != logits.shape:
+            raise ValueError(
+                f'the clean frames give logits of shape {tuple(target.shape)}'
+                f', the distorted ones {tuple(logits.shape)}: KeepCleanCopy '
+                'must come after every transform that changes the size'
+            )
+        t = self.temperature
+        valid = torch.ones(
+            logits.shape[:1] + logits.shape[2:],
+            dtype=torch.bool,
+            device=logits.device,
+        )
+        losses['loss_distill'] = (
+            self.distill_weight
+            * t
+            * t
+            * pixel_kl(target / t, logits / t, valid)
+        )
+        return losses
+
+    @torch.no_grad()
+    def clean_logits(self, inputs: Tensor, data_samples: SampleList):
+        """The decode head's logits of the base alone, in inference mode,
+        on the clean copies of ``data_samples`` (prepared as ``inputs``)."""
+        copies = []
+        for i, sample in enumerate(data_samples):
+            img = sample.metainfo.get(CLEAN_IMG)
+            if img is None:
+                raise KeyError(
+                    f'data sample {i} carries no clean copy: put '
+                    'KeepCleanCopy right before RandomDistortion in the '
+                    f"training pipeline and add '{CLEAN_IMG}' to "
+                    "PackSegInputs' meta_keys"
+                )
+            copies.append(_to_chw_tensor(img))
+        clean = self.data_preprocessor(
+            dict(
+                inputs=copies, data_samples=[SegDataSample() for _ in copies]
+            ),
+            True,
+        )['inputs']
+        if clean.shape != inputs.shape:
+            raise ValueError(
+                f'the clean batch has shape {tuple(clean.shape)}, the '
+                f'distorted batch {tuple(inputs.shape)}: KeepCleanCopy must '
+                'come after every transform that changes the size'
+            )
+        modes = [(m, m.training) for m in self.segmentor.modules()]
+        self.segmentor.eval()
+        try:
+            with self.gear_bank.lock:
+                self.restore_base()
+                feats = self.segmentor.extract_feat(clean)
+                return self.segmentor.decode_head.forward(feats)
+        finally:
+            for module, mode in modes:
+                module.training = mode

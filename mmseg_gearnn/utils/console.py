@@ -1,0 +1,276 @@
+"""A console for people: one line per stage, a progress bar, the results.
+
+mmengine logs everything it knows at INFO (the environment, the whole
+config, the hook table, every logging interval) to its log file and to the
+console alike. Inside :func:`quiet_console` the console keeps only
+WARNING and above from mmengine's loggers; their files keep everything.
+What people should see is shown by :func:`say` (also logged) and
+:func:`echo` (console only), progress by :class:`ProgressBar`.
+
+One line makes a script quiet; ``--verbose`` gives mmengine's console
+back::
+
+    with quiet_console(verbose=args.verbose):
+        main()
+
+Runners show their progress and keep their logger quiet when built as
+:class:`~mmseg_gearnn.engine.ConsoleRunner` (``runner_type`` in a config;
+the pipeline of :mod:`mmseg_gearnn.apis` always does).
+"""
+
+import functools
+import logging
+import os.path as osp
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, List, Optional, Set, Tuple
+
+from mmengine.dist import is_main_process
+from mmengine.logging import MMLogger, print_log
+from mmengine.logging.logger import FilterDuplicateWarning, MMFormatter
+from mmengine.utils import mkdir_or_exist
+from tqdm import tqdm
+
+# Quiet unless a surrounding ``quiet_console(verbose=True)`` says otherwise.
+_VERBOSE: ContextVar[bool] = ContextVar(
+    'gearnn_console_verbose', default=False
+)
+
+
+class _Quiet:
+    """What the innermost quiet :func:`quiet_console` undoes on exit, and
+    the warnings already shown (shared with the contexts it nests in)."""
+
+    def __init__(self, outer: Optional['_Quiet']) -> None:
+        # (handler, its level, its formatter) before this context.
+        self.restore: List[
+            Tuple[logging.Handler, int, Optional[logging.Formatter]]
+        ] = []
+        # mmengine's filter, shared by every quieted console: a logger
+        # warning repeated by each new runner shows once.
+        self.logged = (
+            FilterDuplicateWarning('gearnn_console')
+            if outer is None
+            else outer.logged
+        )
+        self.warned: Set[tuple] = set() if outer is None else outer.warned
+
+
+class _PlainInfo(logging.Formatter):
+    """INFO as the bare message; other levels as ``formatter`` has them."""
+
+    def __init__(self, formatter: Optional[logging.Formatter]) -> None:
+        super().__init__()
+        self.formatter = formatter or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return self.formatter.format(record)
+
+
+_QUIET: ContextVar[Optional[_Quiet]] = ContextVar(
+    'gearnn_console_quiet', default=None
+)
+
+
+def console_is_verbose() -> bool:
+    """Whether the console shows mmengine's full output."""
+    return _VERBOSE.get()
+
+
+def _console_handlers(logger: logging.Logger) -> List[logging.Handler]:
+    # A FileHandler is a StreamHandler too: only the others are consoles.
+    return [
+        h
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+    ]
+
+
+def quiet_logger(logger: logging.Logger, plain_info: bool = False) -> None:
+    """Lets ``logger``'s console show WARNING and above only, each warning
+    once (its files keep every message); undone when the surrounding
+    :func:`quiet_console` ends. Nothing changes on a verbose console.
+
+    Args:
+        logger (logging.Logger): an MMLogger.
+        plain_info (bool): show INFO too, as the bare message (for a
+            logger whose INFO is meant for people).
+    """
+    if console_is_verbose():
+        return
+    quiet = _QUIET.get()
+    for handler in _console_handlers(logger):
+        if handler.level >= logging.WARNING:
+            continue
+        if quiet is not None:
+            quiet.restore.append((handler, handler.level, handler.formatter))
+            handler.addFilter(quiet.logged)
+        if plain_info:
+            handler.setFormatter(_PlainInfo(handler.formatter))
+        else:
+            handler.setLevel(logging.WARNING)
+
+
+def _show_once(quiet: _Quiet, show: Callable) -> Callable:
+    """``warnings.showwarning`` that shows a warning once: mmengine resets
+    Python's once-per-place registry whenever it touches the filters, so
+    each stage would show the same deprecations again."""
+
+    def show_once(message, category, filename, lineno, *args, **kwargs):
+        key = (str(message), category, filename, lineno)
+        if key not in quiet.warned:
+            quiet.warned.add(key)
+            show(message, category, filename, lineno, *args, **kwargs)
+
+    return show_once
+
+
+@contextmanager
+def quiet_console(
+    verbose: bool = False,
+    log_file: Optional[str] = None,
+    plain_info: bool = False,
+) -> Iterator[None]:
+    """mmengine's INFO goes to the log files only while this lasts;
+    warnings and errors still reach the console, each warning once.
+
+    Args:
+        verbose (bool): keep mmengine's full console output instead.
+        log_file (str, optional): also write the current logger's
+            messages (every level) to this file while this lasts, for work
+            done outside a runner (which keeps its own log in its work
+            dir).
+        plain_info (bool): the current logger's INFO is for people (a tool
+            without a runner, whose log is its result): show it as bare
+            messages instead of hiding it. Runners stay quiet.
+    """
+    verbose_token = _VERBOSE.set(verbose)
+    outer = _QUIET.get()
+    quiet = None if verbose else _Quiet(outer)
+    quiet_token = _QUIET.set(quiet)
+    show = warnings.showwarning
+    if quiet is not None and outer is None:  # an outer one filters already
+        warnings.showwarning = _show_once(quiet, show)
+    logger = MMLogger.get_current_instance()
+    file_handler = None
+    if log_file is not None:
+        mkdir_or_exist(osp.dirname(osp.abspath(log_file)))
+        file_handler = logging.FileHandler(log_file, 'a', encoding='utf-8')
+        file_handler.setFormatter(
+            MMFormatter(color=False, datefmt='%Y/%m/%d %H:%M:%S')
+        )
+        file_handler.setLevel(logging.INFO)
+        logger.addHandler(file_handler)
+    quiet_logger(logger, plain_info=plain_info)
+    try:
+        yield
+    finally:
+        if file_handler is not None:
+            logger.removeHandler(file_handler)
+            file_handler.close()
+        warnings.showwarning = show
+        if quiet is not None:
+            for handler, level, formatter in reversed(quiet.restore):
+                handler.setLevel(level)
+                handler.setFormatter(formatter)
+                handler.removeFilter(quiet.logged)
+        _QUIET.reset(quiet_token)
+        _VERBOSE.reset(verbose_token)
+
+
+def quiet_while_running(fn: Callable) -> Callable:
+    """Runs ``fn`` inside ``quiet_console``, as verbose as its caller's
+    console: quiet from its first line, whatever logger is current."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with quiet_console(verbose=console_is_verbose()):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def echo(msg: str) -> None:
+    """Shows ``msg`` on a quiet console (a verbose one has it from the
+    log already), from the main process only."""
+    if not console_is_verbose() and is_main_process():
+        print(msg, flush=True)
+
+
+def say(msg: str) -> None:
+    """Logs ``msg`` and shows it on the console, quiet or verbose."""
+    print_log(msg, logger='current')
+    echo(msg)
+
+
+def stage(index: int, total: int, what: str) -> None:
+    """The one console line of a stage: ``[index/total] what``."""
+    say(f'[{index}/{total}] {what}')
+
+
+class ProgressBar:
+    """A bar redrawn in place on a terminal; on anything else (CI, a pipe)
+    a line at every quarter, so that logs stay short.
+
+    Args:
+        total (int): steps to the end.
+        desc (str): its label.
+        initial (int): steps already done (a resumed run).
+        stream: where to draw it (default ``sys.stderr``).
+    """
+
+    MARKS = 4
+
+    def __init__(
+        self, total: int, desc: str, initial: int = 0, stream=None
+    ) -> None:
+        self.total = max(int(total), 0)
+        self.desc = desc
+        self.n = int(initial)
+        self.stream = sys.stderr if stream is None else stream
+        self._start = time.time()
+        self._next_mark = 1
+        self._bar = None
+        if self.stream.isatty():
+            self._bar = tqdm(
+                total=self.total,
+                initial=self.n,
+                desc=desc,
+                file=self.stream,
+                dynamic_ncols=True,
+            )
+
+    def update(self, n: int = 1, **postfix) -> None:
+        """Advances by ``n`` steps; ``postfix`` (e.g. ``loss=0.4``) is
+        shown beside the bar."""
+        self.n += n
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
+            return
+        if not self.total:
+            return
+        # The last quarter reached, one line however many it passes.
+        mark = min(self.MARKS, self.n * self.MARKS // self.total)
+        if mark >= self._next_mark:
+            self._next_mark = mark + 1
+            extra = ''.join(f', {k} {v}' for k, v in postfix.items())
+            print(
+                f'  {self.desc}: {self.n}/{self.total} '
+                f'({time.time() - self._start:.0f} s{extra})',
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        """Ends the bar (a terminal keeps its last state)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,303 @@
+"""The console for people (mmseg_gearnn.utils.console, ConsoleRunner):
+mmengine's INFO goes to the work dir's log file, the console keeps the
+stage lines, the progress and the warnings; ``verbose`` gives it all back.
+
+Runs a real mmengine Runner (the tiny mmseg EncoderDecoder of
+``test_checkpoint``: 2 iterations and a validation), and
+``tools/select_params.py`` and ``tools/demo.py`` (shrunk to seconds) in
+subprocesses.
+"""
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS, RUNNERS
+from test_checkpoint import TINY_CONFIG  # the tiny Runner config of utils
+from toys import tiny_segmentor, tiny_segmentor_source
+
+from mmseg_gearnn.apis import train
+from mmseg_gearnn.utils.console import (
+    ProgressBar,
+    quiet_console,
+    quiet_logger,
+    say,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GEARNN_RUNTIME = REPO_ROOT / 'configs' / '_base_' / 'gearnn_runtime.py'
+
+# Lines mmengine logs at INFO while it builds and runs a Runner.
+CHATTER = ('System environment:', 'Config:', 'Hooks will be executed')
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / 'fcn_tiny_2i_procedural-32x32.py'
+    path.write_text(TINY_CONFIG.format(runtime=str(GEARNN_RUNTIME)))
+    return path
+
+
+def _train(config: Path, work_dir: Path, name: str) -> None:
+    """Trains through the pipeline's runner (a ConsoleRunner)."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(config))
+    # A distinct name per Runner: mmengine keys its loggers by it.
+    cfg.experiment_name = name
+    train(cfg, str(work_dir), reuse=False)
+
+
+def _log_text(work_dir: Path) -> str:
+    (log,) = work_dir.glob('*/*.log')
+    return log.read_text()
+
+
+def test_quiet_runner_logs_to_the_work_dir_only(tiny_config, tmp_path, capfd):
+    work_dir = tmp_path / 'quiet'
+    with quiet_console():
+        _train(tiny_config, work_dir, 'console_quiet')
+        MMLogger.get_current_instance().warning('a warning for people')
+    out, err = capfd.readouterr()
+    console = out + err
+    for chatter in CHATTER:
+        assert chatter not in console
+    assert 'Iter(train)' not in console  # the LoggerHook's lines
+    # The progress of training and validation, sparse off a terminal.
+    assert 'train: 2/2' in err and 'val: 2/2' in err
+    assert 'a warning for people' in console
+    log = _log_text(work_dir)
+    for chatter in CHATTER + ('Iter(train)', 'a warning for people'):
+        assert chatter in log
+    assert (work_dir / tiny_config.name).is_file()  # the dumped config
+    assert (work_dir / 'iter_2.pth').is_file()
+
+
+def test_verbose_gives_mmengine_console_back(tiny_config, tmp_path, capfd):
+    work_dir = tmp_path / 'verbose'
+    with quiet_console(verbose=True):
+        _train(tiny_config, work_dir, 'console_verbose')
+    out, err = capfd.readouterr()
+    for chatter in CHATTER + ('Iter(train)',):
+        assert chatter in out
+    assert 'train: 2/2' not in err  # no bar beside mmengine's lines
+    assert 'Config:' in _log_text(work_dir)
+
+
+def test_console_runner_is_registered(tiny_config, tmp_path, capfd):
+    """Selected by ``runner_type``, as a config would; quiet by default."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(tiny_config))
+    cfg.merge_from_dict(
+        dict(
+            runner_type='ConsoleRunner',
+            work_dir=str(tmp_path / 'registered'),
+            experiment_name='console_registered',
+        )
+    )
+    with quiet_console():
+        runner = RUNNERS.build(cfg)
+    assert type(runner).__name__ == 'ConsoleRunner'
+    assert 'Config:' not in capfd.readouterr().out
+
+
+def test_quiet_console_restores_the_logger():
+    logger = MMLogger.get_instance('console_restore')
+    (handler,) = [
+        h for h in logger.handlers if type(h) is logging.StreamHandler
+    ]
+    assert handler.level == logging.INFO
+    with quiet_console():
+        quiet_logger(logger)
+        assert handler.level == logging.WARNING
+        with quiet_console(verbose=True):
+            quiet_logger(logger)  # a verbose console changes nothing
+            assert handler.level == logging.WARNING
+    assert handler.level == logging.INFO
+
+
+def test_plain_info_shows_bare_messages(capfd):
+    logger = MMLogger.get_instance('console_plain')
+    with quiet_console(plain_info=True):
+        logger.info('a result for people')
+        logger.warning('a warning, as mmengine has it')
+    logger.info('after')
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == 'a result for people'
+    assert out[1].endswith(
+        ' - mmengine - WARNING - a warning, as mmengine has it'
+    )
+    assert out[2].endswith(' - mmengine - INFO - after')
+
+
+def test_say_logs_and_shows(tmp_path, capfd):
+    log_file = tmp_path / 'stage.log'
+    with quiet_console(log_file=str(log_file)):
+        say('[1/2] a stage for people')
+    assert capfd.readouterr().out == '[1/2] a stage for people\n'
+    assert '[1/2] a stage for people' in log_file.read_text()
+
+
+def test_progress_bar_off_a_terminal_prints_quarters():
+    stream = io.StringIO()
+    bar = ProgressBar(100, 'train', stream=stream)
+    for _ in range(100):
+        bar.update(loss='0.5')
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(' (')[0] for line in lines] == [
+        '  train: 25/100',
+        '  train: 50/100',
+        '  train: 75/100',
+        '  train: 100/100',
+    ]
+    assert lines[-1].endswith(', loss 0.5)')
+
+
+SPACE = dict(distortions=dict(brightness=[0.5, 0.2], jpeg=[10]))
+SELECTION_CONFIG = """
+_base_ = [{runtime!r}]
+distortion_space = {space!r}
+{model}train_dataloader = dict(
+    batch_size=2, num_workers=0,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type='ProceduralStreetDataset', num_samples=2,
+                 img_size=(32, 32), seed=0,
+                 pipeline=[
+                     dict(type='RandomDistortion', space=distortion_space),
+                     dict(type='PackSegInputs',
+                          meta_keys={{{{_base_.gearnn_meta_keys}}}})]))
+"""
+
+
+def _select_params(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    config = tmp_path / 'tiny_selection.py'
+    config.write_text(
+        SELECTION_CONFIG.replace('{model}', tiny_segmentor_source()).format(
+            runtime=str(GEARNN_RUNTIME), space=SPACE
+        )
+    )
+    checkpoint = tmp_path / 'base.pth'
+    if not checkpoint.is_file():
+        init_default_scope('mmseg')
+        torch.manual_seed(0)
+        model = MODELS.build(tiny_segmentor())
+        torch.save(dict(state_dict=model.state_dict(), meta={}), checkpoint)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / 'tools' / 'select_params.py'),
+            str(config),
+            *f'--checkpoint {checkpoint} --budget 0.02 --steps 1'.split(),
+            *f'--device cpu --no-progress --out {tmp_path}/sel.json'.split(),
+            *flags,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+    )
+
+
+def test_select_params_console_is_plain(tmp_path):
+    quiet = _select_params(tmp_path)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    # The scores, the table and the file, as plain lines.
+    lines = quiet.stdout.splitlines()
+    assert lines[0].startswith('scored ')
+    assert lines[1].startswith('adaptor selection: method=fisher')
+    assert lines[-1] == f'selection written to {tmp_path}/sel.json'
+    assert ' - mmengine - INFO - ' not in quiet.stdout + quiet.stderr
+    verbose = _select_params(tmp_path, '--verbose')
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert ' - mmengine - INFO - adaptor selection' in verbose.stdout
+
+
+# The demo shrunk to seconds: 2 iterations, a few frames.
+TINY_DEMO = (
+    'train_cfg.max_iters=2 train_cfg.val_interval=2 '
+    'default_hooks.checkpoint.interval=2 '
+    'train_dataloader.dataset.num_samples=8 '
+    'val_dataloader.dataset.num_samples=2 '
+    'test_dataloader.dataset.dataset.num_samples=2'
+    + ''.join(
+        f' {loader}.num_workers=0 {loader}.persistent_workers=False'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    )
+).split()
+
+
+def test_demo_console_is_one_line_per_stage(tmp_path):
+    work_dir = tmp_path / 'demo'
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / 'tools' / 'demo.py'),
+            *f'--work-dir {work_dir} --selection-steps 1'.split(),
+            '--base-options',
+            *TINY_DEMO,
+            '--gear-options',
+            *TINY_DEMO,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+    )
+    # Bytes: text mode would turn a bar's in-place '\r' into new lines.
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err[-3000:]
+    console = out + err
+    stages = [line[:5] for line in out.splitlines() if line[:1] == '[']
+    assert stages == ['[1/4]', '[2/4]', '[3/4]', '[4/4]']
+    assert 'mIoU (%) per distortion type and level:' in out
+    assert '| GearNN |' in out
+    for chatter in CHATTER:
+        assert chatter not in console
+    # Warnings once each, progress at quarters: a page, not thousands.
+    assert console.count('\n') < 60, console  # as `wc -l` counts
+    for run in ('base', 'gears', 'eval_base', 'eval_gearnn'):
+        assert 'Config:' in _log_text(work_dir / run)
+    assert (work_dir / 'selection.log').is_file()
+
+
+def test_progress_bar_off_a_terminal_short_run():
+    """Two steps pass two quarters each: one line per step."""
+    stream = io.StringIO()
+    bar = ProgressBar(2, 'val', stream=stream)
+    bar.update()
+    bar.update()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(' (')[0] for line in lines] == [
+        '  val: 1/2',
+        '  val: 2/2',
+    ]
+
+
+def test_each_warning_shows_once(capfd):
+    loggers = [MMLogger.get_instance(f'console_warnings_{i}') for i in (1, 2)]
+    shown = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')  # as after mmengine resets them
+        warnings.showwarning = lambda message, *args, **kw: shown.append(
+            str(message)
+        )
+        with quiet_console(), quiet_console():  # nested, as the pipeline's
+            for logger in loggers:
+                quiet_logger(logger)
+                warnings.warn('a deprecation, once', UserWarning)
+                logger.warning('a logged warning, once')
+                logger.error('an error, always')
+    assert shown == ['a deprecation, once']
+    console = ''.join(capfd.readouterr())
+    assert console.count('a logged warning, once') == 1
+    assert console.count('an error, always') == 2
