@@ -1,8 +1,10 @@
 """Segment an image folder or a video frame by frame with a GearNN model.
 
-Each frame goes to a gear chosen by its distortion metadata, the distortion
-estimator or the default gear; masks, optional overlays and a per-frame
-report (frames.json, frames.csv) go to --out-dir.
+Frames come as the camera delivers them (distorted already); each goes
+through the config's test pipeline without its distortion transform, to a
+gear chosen by its distortion metadata, the distortion estimator or the
+default gear; masks (at the frame's size), optional overlays and a
+per-frame report (frames.json, frames.csv) go to --out-dir.
 """
 
 import argparse
@@ -32,6 +34,12 @@ def parse_args() -> argparse.Namespace:
         '--routing',
         choices=['metadata', 'estimate', 'checked'],
         help="the model's routing policy (default: the config's)",
+    )
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=1,
+        help='the most consecutive frames of one gear run together',
     )
     parser.add_argument(
         '--overlay', action='store_true', help='also write overlays'
@@ -67,6 +75,7 @@ def main() -> None:
             args.input,
             args.out_dir,
             metadata=args.metadata,
+            batch_size=args.batch_size,
             overlay=args.overlay,
             on_frame=on_frame,
         )

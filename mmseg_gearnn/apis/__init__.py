@@ -1,9 +1,9 @@
-from .inferencer import (
-    FrameSource,
-    GearNNInferencer,
-    format_record,
-    read_metadata,
-)
+from .camera_pipeline import camera_pipeline
+from .export import base_config, export_gears, gear_checkpoint
+from .frame_report import format_record
+from .frames import FrameSource, read_metadata
+from .inferencer import GearNNInferencer
+from .model_init import init_gearnn_model
 from .pipeline import evaluate_levels, last_checkpoint, run_gearnn, train
 
 __all__ = [
@@ -11,8 +11,13 @@ __all__ = [
     'last_checkpoint',
     'run_gearnn',
     'train',
+    'base_config',
+    'export_gears',
+    'gear_checkpoint',
     'FrameSource',
     'GearNNInferencer',
+    'camera_pipeline',
     'format_record',
+    'init_gearnn_model',
     'read_metadata',
 ]

@@ -1,206 +1,75 @@
-"""Frame-by-frame GearNN inference on an image folder or a video.
+"""GearNN inference on frames as a camera delivers them: a folder of images,
+one image, a video, or arrays.
 
-Each frame is routed to a gear (its distortion metadata, the distortion
-estimator, or the default gear), segmented with that gear switched in, and
-recorded: frame name, gear, its (type, level), the routing source and the
-time taken. Masks (and optional overlays) and a per-frame report are written
-to an output folder.
+The stages of mmseg's ``MMSegInferencer`` on mmengine's ``BaseInferencer``:
+
+- :meth:`GearNNInferencer.preprocess`: the config's test pipeline, minus
+  its distortion transform (the camera has distorted the frame already) and
+  label loading, on batches of consecutive frames that share a gear and a
+  size; each frame's distortion metadata goes into its sample;
+- :meth:`GearNNInferencer.forward`: ``model.test_step``, which routes every
+  sample to its gear and resizes the mask back to the frame's size;
+- :meth:`GearNNInferencer.visualize`: overlays by mmseg's
+  ``SegLocalVisualizer``;
+- :meth:`GearNNInferencer.postprocess`: masks and per-frame records (frame
+  name, gear, its (type, level), the routing source, the time taken).
+
+So a frame runs at the resolution the model was evaluated at, through the
+same transforms as in ``tools/test.py``, and gets the same prediction.
 """
 
-import csv
-import io
-import json
+import copy
 import os
 import os.path as osp
 import time
 import warnings
-from collections import Counter
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
+from mmcv.transforms import Compose
 from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.infer import BaseInferencer
 from mmengine.registry import init_default_scope
-from mmengine.runner.checkpoint import load_checkpoint
-from mmseg.registry import DATASETS, MODELS, TRANSFORMS
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
 
-from ..distortions import CLEAN
 from ..utils.io import atomic_write
-
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
-
-# PackSegInputs' meta keys when the config's test pipeline names none.
-DEFAULT_META_KEYS = (
-    'img_path',
-    'ori_shape',
-    'img_shape',
-    'pad_shape',
-    'scale_factor',
-    'flip',
-    'flip_direction',
-    'reduce_zero_label',
-    'distortion',
+from .camera_pipeline import (
+    camera_pipeline,
+    test_pipeline_of,
+    with_distortion_key,
 )
-
-# The report's columns, in order (``frames.csv``).
-RECORD_FIELDS = (
-    'frame',
-    'status',
-    'gear',
-    'type',
-    'level',
-    'source',
-    'ms',
-    'reason',
-)
-
-Frame = Tuple[str, str, Optional[np.ndarray]]
-MetadataType = Union[str, os.PathLike, dict, list, None]
+from .frame_report import png_bytes, summarize, write_report
+from .frames import FrameInput, FrameSource, MetadataType, metadata_lookup
+from .model_init import init_gearnn_model
 
 
-def fixed_palette(num_classes: int) -> List[List[int]]:
-    """A deterministic RGB palette for models without dataset metainfo."""
-    rng = np.random.RandomState(42)
-    return rng.randint(0, 256, size=(max(num_classes, 1), 3)).tolist()
+@dataclass
+class FrameItem:
+    """One frame on its way through the stages."""
+
+    name: str
+    path: str
+    img: Optional[np.ndarray]
+    distortion: Optional[dict] = None
 
 
-def _unique_names(paths: List[str]) -> List[str]:
-    """Frame names: the file stems, or file names where stems collide."""
-    stems = [osp.splitext(osp.basename(p))[0] for p in paths]
-    counts = Counter(stems)
-    return [
-        stem if counts[stem] == 1 else osp.basename(path)
-        for stem, path in zip(stems, paths)
-    ]
+Batch = Tuple[List[FrameItem], Optional[dict]]
 
 
-class FrameSource:
-    """The frames of an image folder, a single image or a video file.
+class GearNNInferencer(BaseInferencer):
+    """Segments frames with a :class:`GearNNSegmentor`, each on its gear.
 
-    Folder frames are its image files (``IMG_EXTENSIONS``) in sorted order,
-    named by file stem; video frames are named ``frame_000001``, ...
-
-    Args:
-        path (str): a folder, an image file or a video file.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike]) -> None:
-        path = os.fspath(path)
-        if osp.isdir(path):
-            self.kind = 'folder'
-            self.paths = sorted(
-                osp.join(path, f)
-                for f in os.listdir(path)
-                if f.lower().endswith(IMG_EXTENSIONS)
-                and osp.isfile(osp.join(path, f))
-            )
-            if not self.paths:
-                raise ValueError(
-                    f'no image files ({", ".join(IMG_EXTENSIONS)}) in {path}'
-                )
-            self.names: Optional[List[str]] = _unique_names(self.paths)
-        elif osp.isfile(path) and path.lower().endswith(IMG_EXTENSIONS):
-            self.kind = 'image'
-            self.paths = [path]
-            self.names = _unique_names(self.paths)
-        elif osp.isfile(path):
-            self.kind = 'video'
-            capture = cv2.VideoCapture(path)
-            opened = capture.isOpened()
-            capture.release()
-            if not opened:
-                raise ValueError(f'cannot open {path} as a video')
-            self.paths = []
-            self.names = None
-        else:
-            raise FileNotFoundError(f'no such folder or file: {path}')
-        self.path = path
-
-    def __len__(self) -> int:
-        """The number of frames (a video's container estimate)."""
-        if self.names is not None:
-            return len(self.names)
-        capture = cv2.VideoCapture(self.path)
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        capture.release()
-        return max(count, 0)
-
-    @staticmethod
-    def video_name(index: int) -> str:
-        return f'frame_{index + 1:06d}'
-
-    def name_at(self, index: int) -> str:
-        if self.names is not None:
-            return self.names[index]
-        return self.video_name(index)
-
-    def __iter__(self) -> Iterator[Frame]:
-        """Yields (name, path, image); image is None for an unreadable
-        file."""
-        if self.names is not None:
-            for name, path in zip(self.names, self.paths):
-                yield name, path, cv2.imread(path, cv2.IMREAD_COLOR)
-            return
-        capture = cv2.VideoCapture(self.path)
-        try:
-            index = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                yield self.video_name(index), self.path, frame
-                index += 1
-        finally:
-            capture.release()
-
-
-def read_metadata(path: Union[str, os.PathLike]) -> Union[dict, list]:
-    """Per-frame distortion metadata from a JSON or CSV file.
-
-    JSON: ``{frame_name: {"type": "jpeg", "level": 15}}`` or a list in frame
-    order (``null`` for a frame without metadata). CSV: columns ``frame``,
-    ``type``, ``level`` (an empty ``type``: no metadata for that frame).
-    """
-    path = os.fspath(path)
-    if path.lower().endswith('.csv'):
-        with open(path, newline='') as f:
-            reader = csv.DictReader(f)
-            missing = {'frame', 'type', 'level'} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(
-                    f'{path}: CSV metadata needs the columns frame, type, '
-                    f'level; missing {sorted(missing)}'
-                )
-            table = {}
-            for row in reader:
-                if not (row['type'] or '').strip():
-                    table[row['frame']] = None
-                    continue
-                level = (row['level'] or '').strip()
-                table[row['frame']] = dict(
-                    type=row['type'].strip(),
-                    level=float(level) if level else None,
-                )
-            return table
-    with open(path) as f:
-        table = json.load(f)
-    if not isinstance(table, (dict, list)):
-        raise ValueError(
-            f'{path}: metadata must be a JSON object (frame name -> '
-            f'{{"type", "level"}}) or a list in frame order'
-        )
-    return table
-
-
-class GearNNInferencer:
-    """Runs a :class:`GearNNSegmentor` frame by frame.
-
-    Each frame is packed as the config's test pipeline would pack a loaded
-    image (``PackSegInputs`` with ``'distortion'`` in its meta keys), with
-    ``results['distortion'] = space.record(type, level)`` where the frame has
-    metadata, and goes through ``model.test_step`` on its own; the model
-    routes it (``metainfo['gear_routed']`` / ``['gear_source']``).
+    A frame comes as a camera delivers it, distorted already; its
+    distortion metadata (``type``, ``level``), where known, routes it to a
+    gear, else the model's routing policy does (the distortion estimator or
+    the default gear). The config's test pipeline prepares it without its
+    distortion transform (see :func:`camera_pipeline`); frames in a row
+    that share a gear and a size run as one batch of up to ``batch_size``.
 
     Args:
         config (str | Config): a GearNN config; its ``custom_imports``
@@ -217,12 +86,18 @@ class GearNNInferencer:
 
     Example:
         >>> inferencer = GearNNInferencer(CONFIG, 'gearnn.pth')
-        >>> summary = inferencer('frames/', 'out/', metadata='meta.json')
+        >>> summary = inferencer('frames/', 'out/', metadata='meta.json',
+        ...                      batch_size=4, overlay=True)
     """
+
+    preprocess_kwargs: set = {'metadata'}
+    forward_kwargs: set = set()
+    visualize_kwargs: set = {'opacity', 'with_labels'}
+    postprocess_kwargs: set = {'out_dir'}
 
     def __init__(
         self,
-        config: Union[str, Config],
+        config: Union[str, os.PathLike, Config],
         checkpoint: Optional[str] = None,
         gears_file: Optional[str] = None,
         estimator: Optional[str] = None,
@@ -231,9 +106,9 @@ class GearNNInferencer:
         cfg_options: Optional[dict] = None,
     ) -> None:
         cfg = (
-            Config.fromfile(config)
+            Config.fromfile(os.fspath(config))
             if isinstance(config, (str, os.PathLike))
-            else config.copy()
+            else copy.deepcopy(config)
         )
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
@@ -241,306 +116,292 @@ class GearNNInferencer:
             cfg.model.estimator = estimator
         if routing is not None:
             cfg.model.routing = routing
-        init_default_scope(cfg.get('default_scope', 'mmseg'))
-        self.cfg = cfg
-        model = MODELS.build(cfg.model)
-        if not (hasattr(model, 'route') and hasattr(model, 'space')):
-            raise TypeError(
-                f'{config} builds a {type(model).__name__}, not a '
-                'GearNNSegmentor'
-            )
-        meta: dict = {}
-        if checkpoint is not None:
-            loaded = load_checkpoint(model, checkpoint, map_location='cpu')
-            meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
-        if gears_file is not None:
-            model.load_gears(gears_file)
-        self.model = model.to(device).eval()
-        self.space = model.space
-        self.dataset_meta = meta.get('dataset_meta') or self._config_metainfo()
-        palette = (self.dataset_meta or {}).get('palette')
-        num_classes = int(model.num_classes)
-        if not palette or len(palette) < num_classes:
-            palette = fixed_palette(num_classes)
-        self.palette = np.asarray(palette, dtype=np.uint8)
-        self.pack = TRANSFORMS.build(
-            dict(type='PackSegInputs', meta_keys=self._meta_keys())
+        scope = cfg.get('default_scope', 'mmseg')
+        init_default_scope(scope)
+        self._gears_file = gears_file
+        super().__init__(
+            model=cfg,
+            weights=checkpoint,
+            device=device,
+            scope=scope,
+            show_progress=False,
         )
+        self.space = self.model.space
+        self.dataset_meta = self.model.dataset_meta
 
-    # -- configuration ---------------------------------------------------
-    def _meta_keys(self) -> tuple:
-        for step in self.cfg.get('test_pipeline', None) or []:
-            if step.get('type') == 'PackSegInputs' and 'meta_keys' in step:
-                keys = tuple(step['meta_keys'])
-                return keys if 'distortion' in keys else keys + ('distortion',)
-        return DEFAULT_META_KEYS
+    # -- initialisation (BaseInferencer's hooks) ----------------------------
+    def _init_model(
+        self, cfg: Config, weights: Optional[str], device: str = 'cpu'
+    ) -> torch.nn.Module:
+        return init_gearnn_model(cfg, weights, self._gears_file, device)
 
-    def _config_metainfo(self) -> Optional[dict]:
-        """The metainfo of the config's test (or val) dataset class."""
-        for loader in ('test_dataloader', 'val_dataloader'):
-            dataset = (self.cfg.get(loader) or {}).get('dataset')
-            while dataset is not None:
-                if dataset.get('metainfo'):
-                    return dict(dataset['metainfo'])
-                try:
-                    cls = DATASETS.get(dataset.get('type'))
-                except Exception:
-                    cls = None
-                info = getattr(cls, 'METAINFO', None)
-                if info and info.get('palette'):
-                    return dict(info)
-                dataset = dataset.get('dataset')
-        return None
+    def _init_pipeline(self, cfg: Config) -> Compose:
+        """The config's test pipeline for camera frames (see
+        :func:`camera_pipeline`), carrying ``'distortion'`` to the model."""
+        steps = camera_pipeline(test_pipeline_of(cfg))
+        return Compose(with_distortion_key(steps))
+
+    def _init_collate(self, cfg: Config) -> Callable:
+        """mmengine's ``pseudo_collate``, as the Runner's test dataloader
+        (mmseg registers no collate functions of its own)."""
+        return pseudo_collate
+
+    def _init_visualizer(self, cfg: Config) -> SegLocalVisualizer:
+        """mmseg's ``SegLocalVisualizer``, with the model's classes."""
+        name = f'{type(self).__name__}-{datetime.now().timestamp()}'
+        if SegLocalVisualizer.check_instance_created(name):
+            name = f'{name}-{id(self)}'
+        visualizer = SegLocalVisualizer(name=name)
+        visualizer.set_dataset_meta(**self.model.dataset_meta)
+        return visualizer
 
     # -- metadata --------------------------------------------------------
     def resolve_metadata(
         self, metadata: MetadataType, frames: FrameSource
     ) -> Callable[[int, str, str], Optional[dict]]:
-        """Checks every metadata entry against the space up front.
+        """Each frame's ``distortion`` record, every metadata entry checked
+        against the model's space up front (see :func:`metadata_lookup`)."""
+        return metadata_lookup(metadata, frames, self.space)
 
-        Returns:
-            callable: ``(index, name, path) -> record or None``, the
-            ``distortion`` record of a frame (``space.record``).
-
-        Raises:
-            ValueError: an entry's type or level is not in the space; the
-                message names the frame and the valid levels.
-        """
-        if metadata is None:
-            return lambda index, name, path: None
-        if isinstance(metadata, (str, os.PathLike)):
-            metadata = read_metadata(metadata)
-        if isinstance(metadata, list):
-            records = [
-                self._record(entry, self._list_name(frames, i))
-                for i, entry in enumerate(metadata)
-            ]
-            return lambda index, name, path: (
-                records[index] if index < len(records) else None
-            )
-        if isinstance(metadata, dict):
-            records = {
-                str(name): self._record(entry, str(name))
-                for name, entry in metadata.items()
-            }
-            if frames.names is not None:
-                known = set(frames.names) | {
-                    osp.basename(p) for p in frames.paths
-                }
-                unknown = sorted(set(records) - known)
-                if unknown:
-                    warnings.warn(
-                        f'metadata names frames that are not in '
-                        f'{frames.path}: {unknown[:10]}'
-                    )
-            return lambda index, name, path: records.get(
-                name, records.get(osp.basename(path))
-            )
-        raise TypeError(
-            'metadata must be a JSON/CSV path, a dict or a list, got '
-            f'{type(metadata).__name__}'
-        )
-
-    @staticmethod
-    def _list_name(frames: FrameSource, index: int) -> str:
-        if frames.names is not None and index >= len(frames.names):
-            return f'#{index} (beyond the {len(frames.names)} frames)'
-        return frames.name_at(index)
-
-    def _record(self, entry, name: str) -> Optional[dict]:
-        if entry is None:
-            return None
-        if not isinstance(entry, dict) or 'type' not in entry:
-            raise ValueError(
-                f'metadata of frame {name!r} must be {{"type": ..., '
-                f'"level": ...}}, got {entry!r}'
-            )
-        try:
-            record = self.space.record(entry['type'], entry.get('level'))
-        except ValueError as err:
-            raise ValueError(f'metadata of frame {name!r}: {err}') from err
-        level = entry.get('level')
-        if (
-            record['type'] != CLEAN
-            and level is not None
-            and float(level) != float(record['level'])
-        ):
-            warnings.warn(
-                f'frame {name!r}: {entry["type"]} level {level} snapped to '
-                f'{record["level"]}'
-            )
-        return record
-
-    # -- one frame -------------------------------------------------------
+    # -- the stages --------------------------------------------------------
     def pack_frame(
-        self, img: np.ndarray, name: str, distortion: Optional[dict] = None
+        self,
+        img: np.ndarray,
+        name: str = '',
+        distortion: Optional[dict] = None,
     ) -> dict:
-        """The packed ``inputs`` / ``data_samples`` of one BGR frame."""
-        shape = img.shape[:2]
-        results = dict(
-            img=img,
-            img_path=name,
-            ori_shape=shape,
-            img_shape=shape,
-            scale_factor=(1.0, 1.0),
-            flip=False,
-            flip_direction=None,
-            reduce_zero_label=False,
-        )
+        """One BGR frame through the pipeline: ``inputs`` and
+        ``data_samples``, as a dataset item of ``tools/test.py``."""
+        results = dict(img=img)
         if distortion is not None:
             results['distortion'] = dict(distortion)
-        return self.pack(results)
+        return self.pipeline(results)
+
+    def preprocess(
+        self,
+        inputs: Union[FrameSource, FrameInput, Sequence[FrameInput]],
+        batch_size: int = 1,
+        metadata: MetadataType = None,
+    ) -> Iterator[Batch]:
+        """Batches of frames: ``(frames, data)`` with ``data`` ready for
+        ``model.test_step`` (as mmdet's ``DetInferencer`` yields them).
+
+        A batch holds consecutive frames of one gear (from their metadata;
+        frames without it form their own batches, routed by the model) and
+        one size, at most ``batch_size``. An unreadable frame comes alone,
+        with ``data`` None.
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive int, or the
+                metadata names a type or level outside the space (before
+                any frame is read).
+        """
+        if isinstance(batch_size, bool) or not (
+            isinstance(batch_size, int) and batch_size >= 1
+        ):
+            raise ValueError(
+                f'batch_size must be a positive int, got {batch_size!r}'
+            )
+        frames = (
+            inputs if isinstance(inputs, FrameSource) else FrameSource(inputs)
+        )
+        lookup = self.resolve_metadata(metadata, frames)
+        batch: List[FrameItem] = []
+        key = None
+        for index, (name, path, img) in enumerate(frames):
+            if img is None:
+                if batch:
+                    yield batch, self._collate(batch)
+                    batch = []
+                yield [FrameItem(name, path, None)], None
+                continue
+            item = FrameItem(name, path, img, lookup(index, name, path))
+            gear = None if item.distortion is None else item.distortion['gear']
+            item_key = (gear, img.shape)
+            if batch and (item_key != key or len(batch) == batch_size):
+                yield batch, self._collate(batch)
+                batch = []
+            key = item_key
+            batch.append(item)
+        if batch:
+            yield batch, self._collate(batch)
+
+    def _collate(self, batch: List[FrameItem]) -> dict:
+        return self.collate_fn(
+            [self.pack_frame(f.img, f.name, f.distortion) for f in batch]
+        )
 
     @torch.no_grad()
+    def forward(self, inputs: dict) -> List[SegDataSample]:
+        """``model.test_step``: routing, the gears' predictions, masks
+        resized to the frames' sizes."""
+        return self.model.test_step(inputs)
+
+    def visualize(
+        self,
+        inputs: List[FrameItem],
+        preds: List[SegDataSample],
+        opacity: float = 0.5,
+        with_labels: bool = False,
+    ) -> List[np.ndarray]:
+        """BGR overlays of the predictions by ``SegLocalVisualizer``."""
+        self.visualizer.alpha = opacity
+        overlays = []
+        for frame, pred in zip(inputs, preds):
+            self.visualizer.add_datasample(
+                frame.name,
+                np.ascontiguousarray(frame.img[..., ::-1]),
+                pred,
+                draw_gt=False,
+                draw_pred=True,
+                with_labels=with_labels,
+            )
+            overlays.append(self.visualizer.get_image()[..., ::-1])
+        return overlays
+
+    def postprocess(
+        self,
+        preds: List[SegDataSample],
+        visualization: Optional[List[np.ndarray]],
+        frames: List[FrameItem],
+        out_dir: Optional[str] = None,
+    ) -> List[Tuple[np.ndarray, dict]]:
+        """Each frame's uint8 mask and record (``frame``, ``status``,
+        ``gear``, ``type``, ``level``, ``source``); with ``out_dir``, writes
+        ``masks/<name>.png`` and ``overlays/<name>.png`` atomically."""
+        results = []
+        for i, (frame, pred) in enumerate(zip(frames, preds)):
+            mask = pred.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            gear = int(pred.metainfo['gear_routed'])
+            gear_type, level = self.space.level_of(gear)
+            record = dict(
+                frame=frame.name,
+                status='ok',
+                gear=gear,
+                type=gear_type,
+                level=level,
+                source=pred.metainfo['gear_source'],
+            )
+            if out_dir is not None:
+                atomic_write(
+                    osp.join(out_dir, 'masks', f'{frame.name}.png'),
+                    png_bytes(mask),
+                )
+                if visualization is not None:
+                    atomic_write(
+                        osp.join(out_dir, 'overlays', f'{frame.name}.png'),
+                        png_bytes(visualization[i]),
+                    )
+            results.append((mask, record))
+        return results
+
     def infer_frame(
         self, img: np.ndarray, name: str, distortion: Optional[dict] = None
     ) -> Tuple[np.ndarray, dict]:
-        """Segments one BGR frame.
-
-        Returns:
-            tuple: the uint8 class-id mask (the frame's size) and the
-            frame's record (``frame``, ``gear``, ``type``, ``level``,
-            ``source``, ``ms``).
-        """
-        packed = self.pack_frame(img, name, distortion)
+        """Segments one BGR frame: its uint8 mask (the frame's size) and its
+        record (with ``ms``, the time of the forward pass)."""
+        frame = FrameItem(name, '', img, distortion)
+        data = self._collate([frame])
         start = time.perf_counter()
-        sample = self.model.test_step(
-            dict(
-                inputs=[packed['inputs']],
-                data_samples=[packed['data_samples']],
-            )
-        )[0]
+        preds = self.forward(data)
         ms = (time.perf_counter() - start) * 1000.0
-        mask = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-        gear = int(sample.metainfo['gear_routed'])
-        gear_type, level = self.space.level_of(gear)
-        return mask, dict(
-            frame=name,
-            status='ok',
-            gear=gear,
-            type=gear_type,
-            level=level,
-            source=sample.metainfo['gear_source'],
-            ms=round(ms, 3),
-        )
-
-    def overlay(
-        self, img: np.ndarray, mask: np.ndarray, opacity: float = 0.5
-    ) -> np.ndarray:
-        """The frame blended with the palette colours of ``mask`` (BGR)."""
-        colour = self.palette[np.clip(mask, 0, len(self.palette) - 1)]
-        blend = (
-            img.astype(np.float32) * (1 - opacity)
-            + colour[..., ::-1].astype(np.float32) * opacity
-        )
-        return np.clip(blend, 0, 255).astype(np.uint8)
+        (mask, record), *_ = self.postprocess(preds, None, [frame])
+        record['ms'] = round(ms, 3)
+        return mask, record
 
     # -- a whole input ---------------------------------------------------
     def __call__(
         self,
-        inputs: Union[str, os.PathLike],
-        out_dir: Union[str, os.PathLike],
+        inputs: Union[FrameInput, Sequence[FrameInput]],
+        out_dir: Optional[Union[str, os.PathLike]] = None,
         metadata: MetadataType = None,
+        batch_size: int = 1,
         overlay: bool = False,
+        opacity: float = 0.5,
+        with_labels: bool = False,
+        return_datasamples: bool = False,
         on_frame: Optional[Callable[[dict], None]] = None,
     ) -> dict:
-        """Segments every frame of ``inputs`` and writes the results.
+        """Segments every frame of ``inputs``.
 
-        Writes ``masks/<name>.png`` (uint8 class ids), ``overlays/<name>.png``
-        (with ``overlay``), ``frames.json`` (``summary`` and ``frames``) and
-        ``frames.csv`` (one row per frame, skipped ones included), each
-        atomically.
+        With ``out_dir``, writes ``masks/<name>.png`` (uint8 class ids),
+        ``overlays/<name>.png`` (with ``overlay``), ``frames.json``
+        (``summary`` and ``frames``) and ``frames.csv`` (one row per frame,
+        skipped ones included), each atomically; without it, returns the
+        predictions.
 
         Args:
-            inputs (str): an image folder, an image or a video file.
-            out_dir (str): the output folder.
+            inputs (str | np.ndarray | list): an image folder, an image or a
+                video file, a BGR array, or a list of them.
+            out_dir (str, optional): the output folder.
             metadata (str | dict | list, optional): per-frame distortion
                 metadata (see :func:`read_metadata`); frames without it are
                 routed by the model's policy.
-            overlay (bool): also write palette overlays.
+            batch_size (int): the most frames of one gear and size run
+                together. Defaults to 1.
+            overlay (bool): draw overlays (written to ``out_dir``, or
+                returned under ``visualization``).
+            opacity (float): the overlays' mask opacity.
+            with_labels (bool): write class names on the overlays.
+            return_datasamples (bool): return ``SegDataSample`` predictions
+                instead of masks (without ``out_dir``).
             on_frame (callable, optional): called with each frame's record
                 (skipped frames too), e.g. to print progress.
 
         Returns:
-            dict: the summary, with the per-frame records under ``frames``.
+            dict: the summary (:func:`summarize`), the per-frame records
+            under ``frames``, and without ``out_dir`` ``predictions`` (masks
+            or data samples, in frame order) and ``visualization`` (BGR
+            overlays, with ``overlay``).
         """
-        frames = FrameSource(inputs)
-        lookup = self.resolve_metadata(metadata, frames)
-        out_dir = os.fspath(out_dir)
+        out = None if out_dir is None else os.fspath(out_dir)
         records: List[dict] = []
-        for index, (name, path, img) in enumerate(frames):
-            if img is None:
-                warnings.warn(f'cannot read frame {name!r} ({path}): skipped')
-                record = dict(
-                    frame=name, status='skipped', reason='unreadable image'
+        predictions: list = []
+        visualization: List[np.ndarray] = []
+        for frames, data in self.preprocess(inputs, batch_size, metadata):
+            if data is None:
+                frame = frames[0]
+                warnings.warn(
+                    f'cannot read frame {frame.name!r} ({frame.path}): skipped'
                 )
-            else:
-                mask, record = self.infer_frame(
-                    img, name, lookup(index, name, path)
-                )
-                atomic_write(
-                    osp.join(out_dir, 'masks', f'{name}.png'), _png(mask)
-                )
-                if overlay:
-                    atomic_write(
-                        osp.join(out_dir, 'overlays', f'{name}.png'),
-                        _png(self.overlay(img, mask)),
+                batch_records = [
+                    dict(
+                        frame=frame.name,
+                        status='skipped',
+                        reason='unreadable image',
                     )
-            records.append(record)
-            if on_frame is not None:
-                on_frame(record)
+                ]
+            else:
+                start = time.perf_counter()
+                preds = self.forward(data)
+                ms = (time.perf_counter() - start) * 1000.0 / len(frames)
+                vis = (
+                    self.visualize(frames, preds, opacity, with_labels)
+                    if overlay
+                    else None
+                )
+                results = self.postprocess(preds, vis, frames, out)
+                batch_records = [r for _, r in results]
+                for record in batch_records:
+                    record['ms'] = round(ms, 3)
+                if out is None:
+                    predictions.extend(
+                        preds
+                        if return_datasamples
+                        else [mask for mask, _ in results]
+                    )
+                    visualization.extend(vis or [])
+            for record in batch_records:
+                records.append(record)
+                if on_frame is not None:
+                    on_frame(record)
         summary = summarize(records)
-        self.write_report(out_dir, summary, records)
-        return dict(summary, frames=records)
-
-    def write_report(
-        self, out_dir: str, summary: dict, records: List[dict]
-    ) -> None:
-        """Writes ``frames.json`` and ``frames.csv`` atomically."""
-        atomic_write(
-            osp.join(out_dir, 'frames.json'),
-            json.dumps(dict(summary=summary, frames=records), indent=2),
+        if out is not None:
+            write_report(out, summary, records)
+            return dict(summary, frames=records)
+        return dict(
+            summary,
+            frames=records,
+            predictions=predictions,
+            visualization=visualization,
         )
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=RECORD_FIELDS, lineterminator='\n'
-        )
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: record.get(k, '') for k in RECORD_FIELDS})
-        atomic_write(osp.join(out_dir, 'frames.csv'), buffer.getvalue())
-
-
-def format_record(record: dict) -> str:
-    """One line per frame: ``name gear=<g> (<type> <level>) source=<s> <ms>
-    ms``, or ``name skipped (<reason>)``."""
-    if record['status'] != 'ok':
-        return f'{record["frame"]} skipped ({record["reason"]})'
-    level = '' if record['level'] is None else f' {record["level"]}'
-    return (
-        f'{record["frame"]} gear={record["gear"]} ({record["type"]}{level}) '
-        f'source={record["source"]} {record["ms"]:.1f} ms'
-    )
-
-
-def summarize(records: List[dict]) -> dict:
-    """Frames done and skipped, mean time per frame, gear histogram."""
-    done = [r for r in records if r['status'] == 'ok']
-    skipped = [r['frame'] for r in records if r['status'] != 'ok']
-    histogram = Counter(r['gear'] for r in done)
-    return dict(
-        frames_done=len(done),
-        frames_skipped=len(skipped),
-        skipped=skipped,
-        mean_ms=round(sum(r['ms'] for r in done) / len(done), 3)
-        if done
-        else None,
-        gear_histogram={str(g): histogram[g] for g in sorted(histogram)},
-    )
-
-
-def _png(image: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode('.png', image)
-    if not ok:
-        raise RuntimeError('PNG encoding failed')
-    return encoded.tobytes()

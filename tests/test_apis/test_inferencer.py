@@ -1,4 +1,5 @@
-"""GearNNInferencer and tools/infer.py on a folder of frames and a video.
+"""GearNNInferencer and tools/infer.py on a folder of frames and a video,
+and its predictions against the test loop's on the same distorted frames.
 
 The demo GearNN config with random weights; 96x128 frames written with cv2.
 """
@@ -16,10 +17,12 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
 from mmseg_gearnn.apis import FrameSource, GearNNInferencer
-from mmseg_gearnn.distortions import build_space
+from mmseg_gearnn.datasets.procedural import ProceduralStreetDataset
+from mmseg_gearnn.distortions import build_space, distort
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (
@@ -160,6 +163,8 @@ def test_cli(checkpoint, frames, tmp_path):
             '--metadata',
             str(meta_file),
             '--overlay',
+            '--batch-size',
+            '2',
         ],
         capture_output=True,
         text=True,
@@ -177,3 +182,174 @@ def test_cli(checkpoint, frames, tmp_path):
     assert 'bad skipped' in proc.stdout
     assert '"frames_done": 3' in proc.stdout
     assert (tmp_path / 'out' / 'overlays' / 'c.png').exists()
+
+
+# -- inference matches evaluation ---------------------------------------------
+# Frames at the camera's size; the test pipeline resizes them to half, as a
+# model evaluated at a lower resolution than its camera's is.
+MODEL_SIZE = (48, 64)
+CAMERA_GEARS = [('clean', None), ('jpeg', 15), ('brightness', 0.2)]
+CAMERA_FRAMES = 3
+
+
+def _camera_config(root: Path, distortion=('clean', None)) -> Config:
+    """The demo GearNN config whose test set is a folder of frames, with
+    the camera's distortion before the resize, as tools/test.py runs it."""
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.data_preprocessor.size = MODEL_SIZE
+    dtype, level = distortion
+    cfg.test_dataloader = dict(
+        batch_size=2,
+        num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(
+            type='BaseSegDataset',
+            data_root=str(root),
+            data_prefix=dict(img_path='img', seg_map_path='ann'),
+            img_suffix='.png',
+            seg_map_suffix='.png',
+            metainfo=ProceduralStreetDataset.METAINFO,
+            pipeline=[
+                dict(type='LoadCheckedImageFromFile'),
+                dict(
+                    type='FixedDistortion',
+                    space=cfg.distortion_space,
+                    distortion_type=dtype,
+                    level=level,
+                ),
+                dict(type='Resize', scale=MODEL_SIZE[::-1], keep_ratio=True),
+                dict(type='LoadCheckedAnnotations', num_classes=8),
+                dict(type='PackSegInputs', meta_keys=cfg.meta_keys),
+            ],
+        ),
+    )
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def camera(tmp_path_factory):
+    """Clean frames and labels on disk, and a checkpoint whose gears differ
+    from the base and from each other."""
+    root = tmp_path_factory.mktemp('camera')
+    (root / 'img').mkdir()
+    (root / 'ann').mkdir()
+    rng = np.random.RandomState(1)
+    for i in range(CAMERA_FRAMES):
+        # Smooth scenes: random blobs, upsampled.
+        small = rng.randint(0, 256, (6, 8, 3)).astype(np.float32)
+        img = cv2.resize(small, SIZE[::-1], interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255)
+        img = img.astype(np.uint8)
+        assert cv2.imwrite(str(root / 'img' / f'f{i}.png'), img)
+        label = rng.randint(0, 8, SIZE).astype(np.uint8)
+        assert cv2.imwrite(str(root / 'ann' / f'f{i}.png'), label)
+    cfg = _camera_config(root)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    space = build_space(cfg.distortion_space)
+    with torch.no_grad():
+        # BN statistics of the random base on random inputs, so that its
+        # masks are not one class everywhere; then every gear starts from
+        # this base (a bare checkpoint) and is moved away from it.
+        for module in model.segmentor.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
+        model.segmentor.train()
+        model.segmentor._forward(torch.randn(8, 3, *MODEL_SIZE))
+        model.load_state_dict(model.segmentor.state_dict())
+        for dtype, level in CAMERA_GEARS[1:]:
+            for p in model.trainable_gear_parameters(
+                space.gear_id(dtype, level)
+            ):
+                p.add_(torch.randn_like(p))
+    checkpoint = root / 'gearnn.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
+    return root, checkpoint
+
+
+def _test_loop(root: Path, checkpoint: Path, distortion) -> dict:
+    """What tools/test.py predicts: the Runner's test dataloader through
+    ``model.test_step``, as its TestLoop runs them."""
+    cfg = _camera_config(root, distortion)
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, str(checkpoint), map_location='cpu')
+    model.eval()
+    preds = {}
+    with torch.no_grad():
+        for batch in Runner.build_dataloader(cfg.test_dataloader):
+            for sample in model.test_step(batch):
+                preds[Path(sample.img_path).stem] = sample
+    return preds
+
+
+def test_predictions_equal_the_test_loop(camera, tmp_path):
+    root, checkpoint = camera
+    space = build_space(Config.fromfile(str(CONFIG)).distortion_space)
+    # The frames as the camera delivers them: distorted at their own size.
+    frames, metadata, expected = [], {}, {}
+    for dtype, level in CAMERA_GEARS:
+        tested = _test_loop(root, checkpoint, (dtype, level))
+        for stem, sample in tested.items():
+            name = f'{dtype}_{stem}'
+            img = cv2.imread(str(root / 'img' / f'{stem}.png'))
+            if dtype != 'clean':
+                img = distort(img, dtype, level)
+            frames.append(img)
+            metadata[name] = dict(type=dtype, level=level)
+            expected[name] = sample
+    names = list(metadata)
+    # The inferencer's pipeline is the config's, without the distortion.
+    inferencer = GearNNInferencer(
+        _camera_config(root, ('jpeg', 15)), str(checkpoint)
+    )
+    result = inferencer(
+        frames,
+        metadata=[metadata[n] for n in names],
+        batch_size=2,
+        return_datasamples=True,
+    )
+    assert result['frames_done'] == len(names)
+    for name, pred in zip(names, result['predictions']):
+        want = expected[name]
+        dtype = metadata[name]['type']
+        gear = space.gear_id(dtype, metadata[name]['level'])
+        assert pred.gear_routed == want.gear_routed == gear
+        assert pred.img_shape == want.img_shape == MODEL_SIZE
+        assert pred.ori_shape == SIZE
+        mask = pred.pred_sem_seg.data[0]
+        assert mask.shape == SIZE
+        # Not one class everywhere: a mask that can tell resolutions apart.
+        assert len(mask.unique()) > 2
+        assert torch.equal(mask, want.pred_sem_seg.data[0]), name
+    # The gears matter: a frame's mask under another gear differs.
+    other = inferencer(frames[:1], metadata=[metadata[names[-1]]])
+    assert not np.array_equal(
+        result['predictions'][0].pred_sem_seg.data[0].numpy(),
+        other['predictions'][0],
+    )
+
+
+def test_batches_share_a_gear_and_a_size(inferencer, frames):
+    meta = {
+        'a': {'type': 'jpeg', 'level': 15},
+        'b': {'type': 'jpeg', 'level': 15},
+        'c': {'type': 'brightness', 'level': 0.2},
+    }
+    source = FrameSource(frames)
+    batches = [
+        [f.name for f in batch]
+        for batch, _ in inferencer.preprocess(source, 3, metadata=meta)
+    ]
+    # 'bad' (unreadable) comes alone; a gear change ends a batch.
+    assert batches == [['a', 'b'], ['bad'], ['c']]
+    with pytest.raises(ValueError, match='batch_size'):
+        next(inferencer.preprocess(source, 0))
+
+
+def test_pipeline_has_no_distortion_and_no_labels(camera):
+    root, checkpoint = camera
+    inferencer = GearNNInferencer(_camera_config(root, ('jpeg', 15)))
+    names = [type(t).__name__ for t in inferencer.pipeline.transforms]
+    assert names == ['InferencerLoader', 'Resize', 'PackSegInputs']
