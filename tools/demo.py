@@ -12,6 +12,7 @@ import os.path as osp
 from mmengine.config import DictAction
 
 from mmseg_gearnn.apis import run_gearnn
+from mmseg_gearnn.utils.console import quiet_console
 
 CONFIGS = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'gearnn'
@@ -75,23 +76,29 @@ def parse_args() -> argparse.Namespace:
         action=DictAction,
         help='--cfg-options for the gear config',
     )
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="mmengine's full console output (the work dir keeps it anyway)",
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    run_gearnn(
-        args.base_config,
-        args.gear_config,
-        args.work_dir,
-        method=args.method,
-        budget=args.budget,
-        selection_steps=args.selection_steps,
-        base_options=args.base_options,
-        gear_options=args.gear_options,
-        reuse_base=not args.retrain_base,
-        base_checkpoint=args.base_checkpoint,
-    )
+    with quiet_console(verbose=args.verbose):
+        run_gearnn(
+            args.base_config,
+            args.gear_config,
+            args.work_dir,
+            method=args.method,
+            budget=args.budget,
+            selection_steps=args.selection_steps,
+            base_options=args.base_options,
+            gear_options=args.gear_options,
+            reuse_base=not args.retrain_base,
+            base_checkpoint=args.base_checkpoint,
+        )
 
 
 if __name__ == '__main__':

@@ -1,30 +1,46 @@
 """The GearNN pipeline as library calls: train a base, select the adaptor,
 train the gears, evaluate every distortion level, report.
 
-Each stage is a plain mmengine ``Runner`` run of a config, so a stage can
-also be run alone with ``tools/train.py``, ``tools/select_params.py`` and
-``tools/test.py``.
+Each stage is a plain mmengine run of a config, so a stage can also be
+run alone with ``tools/train.py``, ``tools/select_params.py`` and
+``tools/test.py``. The runs are :class:`~mmseg_gearnn.engine.ConsoleRunner`
+runs (unless a config names its ``runner_type``): the console shows one
+line per stage, a progress bar and the results, and each run's work dir
+keeps mmengine's full log and the dumped config; inside
+``quiet_console(verbose=True)`` the console shows everything.
 """
 
 import copy
 import glob
 import json
-import os
 import os.path as osp
 import time
 from typing import Dict, Optional, Union
 
 from mmengine.config import Config
-from mmengine.logging import print_log
-from mmengine.registry import init_default_scope
+from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
+from ..engine import ConsoleRunner
 from ..evaluation import markdown_table, plot_miou_vs_level
+from ..utils.console import (
+    console_is_verbose,
+    quiet_console,
+    quiet_while_running,
+    say,
+    stage,
+)
 from ..utils.io import atomic_write
 
+STAGES = 4
 
-def _log(msg: str) -> None:
-    print_log(f'[gearnn] {msg}', logger='current')
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's ``runner_type`` if it names one, else a
+    :class:`~mmseg_gearnn.engine.ConsoleRunner`."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return ConsoleRunner.from_cfg(cfg)
 
 
 def last_checkpoint(work_dir: str) -> Optional[str]:
@@ -62,9 +78,9 @@ def train(
     cfg = _load_cfg(config, work_dir, options)
     final = osp.join(work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
     if reuse and osp.isfile(final):
-        _log(f'reusing {final}')
+        say(f'reusing {final}')
         return final
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     if not osp.isfile(final):
         raise RuntimeError(
             f'training {cfg.filename} ended without {final}; '
@@ -98,13 +114,14 @@ def evaluate_levels(
     report_file = osp.join(work_dir, 'levels.json')
     cfg.test_evaluator['output_file'] = report_file
     cfg.load_from = checkpoint
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.test()
     with open(report_file, encoding='utf-8') as f:
         report = json.load(f)
     return (report, runner.model) if return_model else report
 
 
+@quiet_while_running
 def run_gearnn(
     base_config: str,
     gear_config: str,
@@ -132,51 +149,74 @@ def run_gearnn(
     init_default_scope('mmseg')
     start = time.time()
     timings: Dict[str, float] = {}
+    base_dir = osp.join(work_dir, 'base')
+    base_cfg = _load_cfg(base_config, base_dir, base_options)
 
     if base_checkpoint is None:
-        _log('stage 1/4: training the clean base model')
-        base_ckpt = train(
-            base_config,
-            osp.join(work_dir, 'base'),
-            base_options,
-            reuse=reuse_base,
+        stage(
+            1,
+            STAGES,
+            'base model: training '
+            f'{base_cfg.train_cfg.max_iters} iterations on clean images',
         )
+        base_ckpt = train(base_cfg, base_dir, reuse=reuse_base)
     else:
         if not osp.isfile(base_checkpoint):
             raise FileNotFoundError(
                 f'base checkpoint not found: {base_checkpoint}'
             )
-        _log(f'stage 1/4: using the base model {base_checkpoint}')
+        stage(1, STAGES, f'base model: {base_checkpoint}')
         base_ckpt = base_checkpoint
     timings['base_training_s'] = time.time() - start
 
-    _log(
-        f'stage 2/4: selecting the adaptor ({method}, budget {budget:.2%} '
-        'of the model per gear)'
+    stage(
+        2,
+        STAGES,
+        f'adaptor: scoring with {method}, budget {budget:.2%} of the model '
+        'per gear',
     )
     t = time.time()
     selection_file = osp.join(work_dir, 'selection.json')
-    cfg = _load_cfg(base_config, osp.join(work_dir, 'base'), base_options)
-    selection = run_selection_from_config(
-        cfg,
-        base_ckpt,
-        method,
-        config_path=base_config,
-        budget=budget,
-        steps=selection_steps,
-        out=selection_file,
+    with quiet_console(
+        verbose=console_is_verbose(),
+        log_file=osp.join(work_dir, 'selection.log'),
+    ):
+        selection = run_selection_from_config(
+            base_cfg,
+            base_ckpt,
+            method,
+            config_path=base_config,
+            budget=budget,
+            steps=selection_steps,
+            out=selection_file,
+        )
+    used = selection.get('budget', {}).get('used_fraction')
+    say(
+        f'      selected {len(selection["selected"])} tensors'
+        + (f' ({used:.2%} of the model)' if used is not None else '')
+        + f': {selection_file}'
     )
     timings['selection_s'] = time.time() - t
 
-    _log('stage 3/4: training one adaptor per distortion level')
-    t = time.time()
     options = dict(gear_options or {})
     options.update({'load_from': base_ckpt, 'model.adaptor': selection_file})
     gears_dir = osp.join(work_dir, 'gears')
-    gear_ckpt = train(gear_config, gears_dir, options, reuse=False)
+    gear_cfg = _load_cfg(gear_config, gears_dir, options)
+    stage(
+        3,
+        STAGES,
+        'gears: training one adaptor per distortion level, '
+        f'{gear_cfg.train_cfg.max_iters} iterations',
+    )
+    t = time.time()
+    gear_ckpt = train(gear_cfg, gears_dir, reuse=False)
     timings['gear_training_s'] = time.time() - t
 
-    _log('stage 4/4: evaluating every distortion level')
+    stage(
+        4,
+        STAGES,
+        'evaluation: the clean model, then GearNN, on every distortion level',
+    )
     t = time.time()
     reports = {
         'clean model': evaluate_levels(
@@ -189,7 +229,7 @@ def run_gearnn(
             gear_config,
             gear_ckpt,
             osp.join(work_dir, 'eval_gearnn'),
-            {'model.adaptor': selection_file},
+            dict(gear_options or {}, **{'model.adaptor': selection_file}),
         ),
     }
     timings['evaluation_s'] = time.time() - t
@@ -224,15 +264,15 @@ def run_gearnn(
     atomic_write(
         osp.join(work_dir, 'summary.json'), json.dumps(summary, indent=2)
     )
-    _log('mIoU (%) per distortion type and level:\n' + table)
+    say('\nmIoU (%) per distortion type and level:\n' + table)
     for name, r in reports.items():
-        _log(
+        say(
             f'{name}: clean {r["clean"]:.2f}, mean over distorted levels '
             f'{r["mean_distorted"]:.2f}'
         )
-    _log(
+    say(
         f'plot: {png}; summary: {osp.join(work_dir, "summary.md")}; '
         f'total {timings["total_s"] / 60:.1f} min'
     )
-    os.makedirs(work_dir, exist_ok=True)
+    say(f"mmengine's full logs and dumped configs: under {work_dir}")
     return summary
