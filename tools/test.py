@@ -3,24 +3,31 @@
 
 The config loads the plugin (``custom_imports`` in
 ``configs/_base_/gearnn_runtime.py``); this script only parses arguments,
-builds the Runner and tests; the metrics (mIoU, ...) are logged.
+completes a gear config that inherits an mmseg pipeline, applies the flags
+(:mod:`mmseg_gearnn.utils.config`), builds the Runner and tests; the
+metrics (mIoU, ...) are logged.
 """
 
 import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
 from mmseg_gearnn.utils import (
+    add_gear_distortions,
     set_data_root,
     setup_dist_train,
+    show_inputs,
     skip_bad_files,
     teardown_dist,
+    use_tta,
+    write_predictions,
 )
 
 
@@ -46,9 +53,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         '--show-dir',
-        help='directory where painted images will be saved. '
-        'If specified, it will be automatically saved '
-        'to the work_dir/timestamp/show_dir',
+        help='directory where each evaluated input is drawn as the model '
+        'saw it (distorted), with its prediction and a caption naming the '
+        'distortion type, level and the gear used',
     )
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)'
@@ -96,27 +103,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def trigger_visualization_hook(
-    cfg: Config, args: argparse.Namespace
-) -> Config:
-    """Turn on drawing in the config's ``SegVisualizationHook``."""
-    default_hooks = cfg.get('default_hooks', None) or ConfigDict()
-    if 'visualization' not in default_hooks:
-        raise RuntimeError(
-            'VisualizationHook must be included in default_hooks. '
-            'refer to usage '
-            '"visualization=dict(type=\'VisualizationHook\')"'
-        )
-    visualization_hook = default_hooks['visualization']
-    visualization_hook['draw'] = True
-    if args.show:
-        visualization_hook['show'] = True
-        visualization_hook['wait_time'] = args.wait_time
-    if args.show_dir:
-        cfg.visualizer['save_dir'] = args.show_dir
-    return cfg
-
-
 def main() -> None:
     """Build the Runner from the config and test the checkpoint."""
     args = parse_args()
@@ -141,18 +127,20 @@ def main() -> None:
 
     cfg.load_from = args.checkpoint
 
+    # a gear config that inherits an mmseg pipeline gets the distortion
+    # transform and the 'distortion' meta key
+    for change in add_gear_distortions(cfg):
+        print_log(change, logger='current')
+
     if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
+        show_inputs(cfg, args.show_dir, args.show, args.wait_time)
 
     if args.tta:
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+        use_tta(cfg)
 
-    # add output_dir in metric
+    # per-image predictions, as mmseg's IoUMetric(output_dir=...) writes them
     if args.out is not None:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+        write_predictions(cfg, args.out)
 
     # join the process group (also without CUDA)
     setup_dist_train(cfg)

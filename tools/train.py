@@ -3,7 +3,9 @@
 
 The config loads the plugin (``custom_imports`` in
 ``configs/_base_/gearnn_runtime.py``); this script only parses arguments,
-builds the Runner and trains.
+completes a gear config that inherits an mmseg pipeline
+(:func:`mmseg_gearnn.utils.complete_gear_config`), builds the Runner and
+trains.
 
 Distributed (``tools/dist_train.sh CONFIG N`` or ``torchrun
 --nproc_per_node=N tools/train.py CONFIG --launcher pytorch``): the process
@@ -25,7 +27,14 @@ from mmseg.registry import RUNNERS
 # Imported for its side effect: weights-only loading of mmengine checkpoints
 # (load_from, --resume) also for configs that do not load the plugin.
 import mmseg_gearnn.utils.checkpoint  # noqa: F401
-from mmseg_gearnn.utils import set_data_root, setup_dist_train, teardown_dist
+from mmseg_gearnn.utils import (
+    complete_gear_config,
+    enable_amp,
+    resume_from_work_dir,
+    set_data_root,
+    setup_dist_train,
+    teardown_dist,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,24 +106,29 @@ def main() -> None:
         )
 
     # enable automatic-mixed-precision training
-    if args.amp is True:
-        optim_wrapper = cfg.optim_wrapper.type
-        if optim_wrapper == 'AmpOptimWrapper':
-            print_log(
-                'AMP training is already enabled in your config.',
-                logger='current',
-                level=logging.WARNING,
-            )
-        else:
-            assert optim_wrapper == 'OptimWrapper', (
-                '`--amp` is only supported when the optimizer wrapper type is '
-                f'`OptimWrapper` but got {optim_wrapper}.'
-            )
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.amp and not enable_amp(cfg):
+        print_log(
+            'AMP training is already enabled in your config.',
+            logger='current',
+            level=logging.WARNING,
+        )
 
-    # resume from the latest checkpoint in work_dir
-    cfg.resume = args.resume
+    # a gear config that inherits an mmseg pipeline gets the distortion
+    # transform, the 'distortion' meta key and the gear hooks
+    for change in complete_gear_config(cfg):
+        print_log(change, logger='current')
+
+    # resume from the latest checkpoint in work_dir (load_from, e.g. the
+    # base of a gear config, starts a run that has none yet)
+    cfg.resume = False
+    if args.resume:
+        latest = resume_from_work_dir(cfg)
+        print_log(
+            f'resuming from {latest}'
+            if latest
+            else f'no checkpoint in {cfg.work_dir} to resume from: starting',
+            logger='current',
+        )
 
     # join the process group (also without CUDA) and pick the DDP wrapper
     setup_dist_train(cfg)

@@ -1,6 +1,6 @@
 # The one place that loads the plugin: every mmseg_gearnn config inherits it.
-# It holds nothing else that an mmseg config defines, so that it combines
-# with any mmseg config as a sibling base.
+# It holds nothing else that an mmseg config defines (no mmseg config sets
+# custom_hooks), so that it combines with any mmseg config as a sibling base.
 custom_imports = dict(imports=['mmseg_gearnn'], allow_failed_imports=False)
 
 # Keys that PackSegInputs copies into data_sample.metainfo; 'distortion'
@@ -28,4 +28,12 @@ gearnn_hooks = [
     dict(type='GearBNRecalibrationHook', batches_per_gear=4),
     dict(type='GearCheckpointHook'),
     dict(type='RandomStateHook'),
+    dict(type='DistortedInputsGuardHook', max_clean_iters=20),
 ]
+# A config that wraps an mmseg segmentor and lists no hooks still stops, with
+# the line to add, when no sample can reach a gear (e.g. an inherited mmseg
+# pipeline without a distortion transform). tools/train.py and tools/test.py
+# add the transform and the rest of gearnn_hooks to such a config
+# (mmseg_gearnn.utils.complete_gear_config); the hook does nothing for
+# models without gears.
+custom_hooks = [dict(type='DistortedInputsGuardHook', max_clean_iters=20)]

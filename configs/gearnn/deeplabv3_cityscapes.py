@@ -1,30 +1,42 @@
 # GearNN on DeepLabV3 R50-D8, Cityscapes 512x1024: the paper's setting.
 # The paper's three distortions at ten levels each; one gear per level.
 #
-#   1. train the base (or take mmseg's released checkpoint):
-#        python tools/train.py configs/gearnn/deeplabv3_cityscapes_base.py
-#   2. choose the adaptor (0.2% of the model per gear):
-#        python tools/select_params.py configs/gearnn/deeplabv3_cityscapes.py \
-#            --checkpoint BASE.pth --method fisher --budget 0.002 \
-#            --out work_dirs/deeplabv3_cityscapes/selection.json
-#   3. train the gears on the frozen base:
-#        python tools/train.py configs/gearnn/deeplabv3_cityscapes.py \
-#            --cfg-options load_from=BASE.pth \
-#            model.adaptor=work_dirs/deeplabv3_cityscapes/selection.json
-#   4. mIoU per distortion type and level:
-#        python tools/test.py configs/gearnn/deeplabv3_cityscapes.py \
-#            work_dirs/deeplabv3_cityscapes/iter_8000.pth --cfg-options \
-#            model.adaptor=work_dirs/deeplabv3_cityscapes/selection.json
+# One command selects the adaptor on mmseg's released base and trains the
+# gears (data under data/cityscapes, as in mmseg):
+#     python tools/train.py configs/gearnn/deeplabv3_cityscapes.py
+# The selection (0.2% of the model per gear, Fisher scores on distorted
+# training batches) is written to work_dirs/deeplabv3_cityscapes/
+# selection.json. mIoU per distortion type and level:
+#     python tools/test.py configs/gearnn/deeplabv3_cityscapes.py \
+#         work_dirs/deeplabv3_cityscapes/iter_8000.pth
+# (the checkpoint holds the gears and so the adaptor they were trained with).
+#
+# Another base: --cfg-options load_from=BASE.pth (e.g. trained with
+# configs/gearnn/deeplabv3_cityscapes_base.py). A selection made apart
+# (tools/select_params.py ... --out selection.json):
+# --cfg-options model.adaptor=selection.json.
 _base_ = ['./deeplabv3_cityscapes_base.py']
+
+# The base: mmseg's released DeepLabV3 R50-D8 Cityscapes 512x1024 (40k).
+# Without a base checkpoint the run stops (AdaptorSelectionHook): gears
+# adapt a trained base, never random weights.
+load_from = (
+    'https://download.openmmlab.com/mmsegmentation/v0.5/deeplabv3/'
+    'deeplabv3_r50-d8_512x1024_40k_cityscapes/'
+    'deeplabv3_r50-d8_512x1024_40k_cityscapes_20200605_022449-acadc2f8.pth'
+)
 
 model = dict(
     _delete_=True,
     type='GearNNSegmentor',
-    segmentor=_base_.model,
+    # load_from holds every base tensor: no ImageNet backbone to fetch.
+    segmentor=dict(_base_.model, pretrained=None),
     data_preprocessor=_base_.model.data_preprocessor,
     space=_base_.distortion_space,
-    # 'bn' until a selection JSON is given (see step 3 above).
-    adaptor='bn',
+    # Selected on the loaded base before the gears train, written to
+    # work_dir/selection.json (AdaptorSelectionHook); selection options
+    # such as steps=, levels= or seed= may be added.
+    adaptor=dict(budget=0.002, method='fisher'),
     default_gear=0,
 )
 
@@ -71,4 +83,4 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=2000)
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000)
 )
-custom_hooks = _base_.gearnn_hooks
+custom_hooks = [*_base_.gearnn_hooks, dict(type='AdaptorSelectionHook')]

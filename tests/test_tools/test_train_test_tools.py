@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from toys import tiny_segmentor_source
 
 from mmseg_gearnn.utils import load_checkpoint_safely
 
@@ -24,24 +25,7 @@ TIMEOUT = 120  # seconds; each run takes about 10 s on an idle 2-core CPU
 
 TINY_CONFIG = """
 _base_ = [{runtime!r}, 'mmseg::_base_/default_runtime.py']
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
-        seg_pad_val=255, size=(32, 32)),
-    backbone=dict(
-        type='ResNetV1c', depth=18, stem_channels=8, base_channels=8,
-        num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ),
-        norm_cfg=norm_cfg),
-    decode_head=dict(
-        type='FCNHead', in_channels=16, in_index=0, channels=8, num_convs=1,
-        concat_input=False, num_classes=8, norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-    train_cfg=dict(), test_cfg=dict(mode='whole'))
-train_dataloader = dict(
+{model}train_dataloader = dict(
     batch_size=2, num_workers=0,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type='ProceduralStreetDataset', num_samples=4,
@@ -74,7 +58,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-"""
+""".replace('{model}', tiny_segmentor_source())
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
