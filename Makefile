@@ -12,16 +12,16 @@ demo: env
 	$(PY) tools/demo.py --work-dir work_dirs/demo
 
 test: env
-	$(PY) -m ruff check mmseg_gearnn tools tests configs
-	$(PY) -m ruff format --check mmseg_gearnn tools tests configs
+	$(PY) -m ruff check mmseg_gearnn tools tests configs benchmarks
+	$(PY) -m ruff format --check mmseg_gearnn tools tests configs benchmarks
 	$(PY) -m pytest -q tests
 
 lint: env
-	$(PY) -m ruff check mmseg_gearnn tools tests configs
+	$(PY) -m ruff check mmseg_gearnn tools tests configs benchmarks
 
 format: env
-	$(PY) -m ruff check --fix mmseg_gearnn tools tests configs
-	$(PY) -m ruff format mmseg_gearnn tools tests configs
+	$(PY) -m ruff check --fix mmseg_gearnn tools tests configs benchmarks
+	$(PY) -m ruff format mmseg_gearnn tools tests configs benchmarks
 
 clean:
 	rm -rf work_dirs .pytest_cache .ruff_cache

@@ -7,7 +7,10 @@
         --base-iters 4000 --iters 1000          # the run to report, on a GPU
 
 Trains the clean base once (cached in the work dir; or ``--base-checkpoint``),
-then every baseline and GearNN from it, evaluates all on the folder's ``val``
+then every baseline and GearNN from it, on the fitting part of ``train``;
+tunes every method's grid on the tuning part (the last sixth of each
+sequence, ``gearnn_bench/tuning.py``), runs the seeded methods with three
+seeds at their chosen values, evaluates all on the folder's ``val``
 split clean and at every distortion level, and writes ``camvid.md``,
 ``camvid.json`` and ``camvid.png`` (``camvid_quick.*`` with ``--quick``,
 ``camvid_extended.*`` with ``--extended``; ``_360x480`` added with
@@ -23,24 +26,12 @@ import sys
 
 from mmengine.config import Config
 
-import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.apis.benchmark import (
-    CamVidBenchmark,
-    resolve_profile,
-    write_results,
-)
+from gearnn_bench.comparison import CamVidBenchmark
+from gearnn_bench.methods import CONFIG_PATHS
+from gearnn_bench.profiles import resolve_profile
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.report import write_results
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = dict(
-    base='deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-240x320.py',
-    gearnn='gearnn_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-240x320.py',
-    mixed='mixed_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-240x320.py',
-    stability='stability_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-'
-    '240x320.py',
-)
-CONFIG_PATHS = {
-    k: osp.join(ROOT, 'configs/gearnn', v) for k, v in CONFIGS.items()
-}
 # --full-resolution: CamVid's native 360x480 and ten levels per type.
 FULL_RESOLUTION = (360, 480)
 TEN_LEVELS = 'configs/_base_/distortions/camvid_10_levels.py'
@@ -58,9 +49,9 @@ def parse_args():
     profile.add_argument(
         '--extended',
         action='store_true',
-        help='also every scoring method at the main budget, the budget '
-        'curve, the stability alpha grid and GearNN on the mixed model '
-        "(reuses the full run's stages; over an hour more on 2 CPU cores)",
+        help='also every scoring method at the main budget and the budget '
+        "curve (reuses the full run's stages; over an hour more on 2 CPU "
+        'cores)',
     )
     parser.add_argument(
         '--full-resolution',
@@ -94,7 +85,32 @@ def parse_args():
         help='budgets of the budget curve (fractions, e.g. 0.002 0.01)',
     )
     parser.add_argument(
-        '--alphas', type=float, nargs='+', help='stability weights tried'
+        '--methods',
+        nargs='+',
+        help='run only these methods (and the ones they start from)',
+    )
+    parser.add_argument(
+        '--seeds', type=int, nargs='+', help='seeds of the seeded methods'
+    )
+    parser.add_argument(
+        '--tune-points',
+        type=int,
+        help='at most this many values of each grid option (the first)',
+    )
+    parser.add_argument(
+        '--no-tune',
+        action='store_true',
+        help="train on all of train at the configs' values, tune nothing",
+    )
+    parser.add_argument(
+        '--tune-only',
+        action='store_true',
+        help='stop after tuning: tuning-split means and recipe candidates '
+        'only, nothing on val',
+    )
+    parser.add_argument(
+        '--out-name',
+        help='results file name without suffix (default camvid[_profile])',
     )
     parser.add_argument(
         '--no-gears-on-mixed-aug',
@@ -122,7 +138,7 @@ def main():
         overrides = dict(
             crop_size=FULL_RESOLUTION,
             distortion_space=Config.fromfile(
-                osp.join(ROOT, TEN_LEVELS)
+                osp.join(REPO_ROOT, TEN_LEVELS)
             ).distortion_space.to_dict(),
         )
     suffix += resolution
@@ -132,15 +148,17 @@ def main():
         + ('_quick' if args.quick else '')
         + resolution
     )
-    out_dir = args.out_dir or (
-        work_dir if args.quick else osp.join(ROOT, 'benchmarks/results')
-    )
+    out_dir = args.out_dir or (work_dir if args.quick else RESULTS_DIR)
     name, profile = resolve_profile(
         profile,
         iters=args.iters,
         base_iters=args.base_iters,
         curve_budgets=tuple(args.curve_budgets or ()) or None,
-        alphas=tuple(args.alphas or ()) or None,
+        methods=tuple(args.methods or ()) or None,
+        seeds=tuple(args.seeds or ()) or None,
+        tune_points=args.tune_points,
+        tune=False if args.no_tune else None,
+        tune_only=True if args.tune_only else None,
         scorings=tuple(args.scorings or ()) or None,
         gears_on_mixed_aug=False if args.no_gears_on_mixed_aug else None,
         **overrides,
@@ -154,8 +172,8 @@ def main():
     )
     benchmark.profile_name = name
     command = 'python ' + shlex.join(sys.argv)
-    results = benchmark.run(command=command, repo_dir=ROOT)
-    paths = write_results(results, out_dir, 'camvid' + suffix)
+    results = benchmark.run(command=command, repo_dir=REPO_ROOT)
+    paths = write_results(results, out_dir, args.out_name or 'camvid' + suffix)
     print(open(paths['md'], encoding='utf-8').read())
     print('written:', ', '.join(paths.values()))
 

@@ -21,12 +21,16 @@ import time
 
 from mmengine.registry import init_default_scope
 
-import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.apis.benchmark import CamVidBenchmark, git_commit, machine
-from mmseg_gearnn.utils.io import atomic_write
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from camvid import CONFIG_PATHS, ROOT  # noqa: E402
+from gearnn_bench.comparison import CamVidBenchmark
+from gearnn_bench.methods import CONFIG_PATHS
+from gearnn_bench.profiles import resolve_profile
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    git_commit,
+    machine,
+)
+from mmseg_gearnn.utils import atomic_write
 
 
 def parse_args():
@@ -36,9 +40,7 @@ def parse_args():
     parser.add_argument('--selection', required=True, help='selection JSON')
     parser.add_argument('--lrs', type=float, nargs='+', required=True)
     parser.add_argument('--work-dir', default='work_dirs/gear_lr')
-    parser.add_argument(
-        '--out', default=osp.join(ROOT, 'benchmarks/results/gear_lr.json')
-    )
+    parser.add_argument('--out', default=osp.join(RESULTS_DIR, 'gear_lr.json'))
     return parser.parse_args()
 
 
@@ -49,7 +51,8 @@ def main():
         args.data_root,
         args.work_dir,
         CONFIG_PATHS,
-        'full',
+        # Trained on all of train, as the committed results were.
+        resolve_profile('full', tune=False)[1],
         args.base_checkpoint,
     )
     base = bench.train_base()  # the given checkpoint, fingerprinted
@@ -68,7 +71,7 @@ def main():
         print(f'lr {lr:g}: mean {entry["mean_miou"]}', flush=True)
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(ROOT),
+        commit=git_commit(REPO_ROOT),
         machine=machine(),
         wall_time_s=round(time.time() - start, 1),
         iters=bench.profile.iters,

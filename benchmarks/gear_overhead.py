@@ -13,9 +13,15 @@ and measures in one run, on this machine:
   forward (``gear_changing_forward_ms_batch1`` is a whole batch-1 forward
   through the wrapper with a different gear on every call);
 - ``throughput_ratio``: images/s of the wrapper with a batch on one
-  distorted gear over the bare segmentor's.
+  distorted gear over the bare segmentor's: the median over ``--pairs``
+  pairs of one bare and one wrapper forward run back to back (their order
+  alternating from pair to pair, so that neither always runs second), of
+  each pair's time ratio; a pair sees the same machine load on both
+  sides, so the median is stable on a shared machine where the two
+  medians of separate rounds are not. ``throughput_ratio_spread`` gives
+  the ratios' quartiles and standard deviation.
 
-Writes ``benchmarks/results/gear_overhead.json``.
+Writes ``benchmarks/results/gear_overhead.json`` with the commit measured.
 """
 
 import argparse
@@ -25,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Callable, Dict, List
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -33,10 +40,10 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR, git_commit
 from mmseg_gearnn.selection import run_selection
 from mmseg_gearnn.utils.io import atomic_write
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SPACE = dict(
     distortions=dict(
         jpeg=[50, 30, 20, 10, 5], brightness=[0.4, 0.2, 0.1, 0.05, 0.025]
@@ -49,19 +56,30 @@ def parse_args():
     parser.add_argument(
         '--config',
         default=osp.join(
-            ROOT,
+            REPO_ROOT,
             'configs/gearnn/deeplabv3plus_r18-tiny_1xb8-1k_procedural-'
             '96x128.py',
         ),
     )
     parser.add_argument('--size', type=int, nargs=2, default=(360, 480))
     parser.add_argument('--budget', type=float, default=0.002)
-    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=30,
+        help='switches (x20) and batch-1 forwards timed',
+    )
+    parser.add_argument(
+        '--pairs',
+        type=int,
+        default=40,
+        help='bare/wrapper forward pairs of the throughput ratio',
+    )
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument(
         '--out',
-        default=osp.join(ROOT, 'benchmarks/results/gear_overhead.json'),
+        default=osp.join(RESULTS_DIR, 'gear_overhead.json'),
     )
     return parser.parse_args()
 
@@ -85,6 +103,35 @@ def timed(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def paired_ratio(
+    bare: Callable[[], object], wrapped: Callable[[], object], pairs: int
+) -> Dict[str, float]:
+    """Median over ``pairs`` back-to-back pairs of ``bare`` time over
+    ``wrapped`` time (the throughput of ``wrapped`` over ``bare``), the
+    order alternating from pair to pair, with the ratios' spread."""
+    if pairs < 2:
+        raise ValueError(f'pairs must be >= 2, got {pairs}')
+    bare(), wrapped()  # warm-up
+    ratios: List[float] = []
+    for i in range(pairs):
+        calls = (bare, wrapped) if i % 2 == 0 else (wrapped, bare)
+        times = {}
+        for fn in calls:
+            start = time.perf_counter()
+            fn()
+            times[fn] = time.perf_counter() - start
+        ratios.append(times[bare] / times[wrapped])
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    return dict(
+        median=median,
+        q1=q1,
+        q3=q3,
+        std=statistics.stdev(ratios),
+        min=min(ratios),
+        max=max(ratios),
+    )
 
 
 def main():
@@ -118,6 +165,7 @@ def main():
     one = torch.rand(1, 3, *size)
     batch = torch.rand(args.batch, 3, *size)
 
+    commit = git_commit(REPO_ROOT)  # the code this run starts with
     with torch.no_grad():
         # A switch alone: copying one gear's adaptor into the model.
         switches = []
@@ -127,7 +175,7 @@ def main():
             switches.append(time.perf_counter() - start)
         model.restore_base()
         # Interleaved so that machine noise hits both alike.
-        bare_one, switching, bare_batch, gear_batch = [], [], [], []
+        bare_one, switching = [], []
         gears = iter(range(10**9))
         for _ in range(args.repeats):
             bare_one += timed(lambda: bare.predict(one, samples(1, size)), 1)
@@ -137,16 +185,13 @@ def main():
                 ),
                 1,
             )
-        for _ in range(max(3, args.repeats // 2)):
-            bare_batch += timed(
-                lambda: bare.predict(batch, samples(args.batch, size)), 1
-            )
-            gear_batch += timed(
-                lambda: model.predict(
-                    batch, samples(args.batch, size, 1, space)
-                ),
-                1,
-            )
+        bare_samples = samples(args.batch, size)
+        gear_samples = samples(args.batch, size, 1, space)
+        throughput = paired_ratio(
+            lambda: bare.predict(batch, bare_samples),
+            lambda: model.predict(batch, gear_samples),
+            args.pairs,
+        )
 
     forward = statistics.median(bare_one)
     result = dict(
@@ -155,9 +200,11 @@ def main():
         ),
         adaptor_fraction=round(adaptor_bytes / base_bytes, 6),
         switch_over_forward=round(statistics.median(switches) / forward, 6),
-        throughput_ratio=round(
-            statistics.median(bare_batch) / statistics.median(gear_batch), 4
-        ),
+        throughput_ratio=round(throughput['median'], 4),
+        throughput_ratio_spread={
+            k: round(v, 4) for k, v in throughput.items() if k != 'median'
+        },
+        throughput_goal='>= 0.98 at batch 8, one gear',
         switch_us=round(statistics.median(switches) * 1e6, 1),
         forward_ms_batch1=round(forward * 1000, 2),
         gear_changing_forward_ms_batch1=round(
@@ -166,15 +213,17 @@ def main():
         adaptor_tensors=len(model.adaptor_names),
         adaptor_bytes=adaptor_bytes,
         base_bytes=base_bytes,
-        model=osp.relpath(args.config, ROOT),
+        model=osp.relpath(args.config, REPO_ROOT),
         input_size=list(size),
         batch=args.batch,
         threads=args.threads,
         repeats=args.repeats,
+        pairs=args.pairs,
+        commit=commit,
         machine=f'{platform.machine()} {platform.processor()} '
         f'{torch.get_num_threads()} threads, torch {torch.__version__}',
         command='python '
-        + ' '.join([osp.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+        + ' '.join([osp.relpath(sys.argv[0], REPO_ROOT)] + sys.argv[1:]),
     )
     atomic_write(args.out, json.dumps(result, indent=2) + '\n')
     print(json.dumps(result, indent=2))

@@ -38,13 +38,14 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+
 DEFAULT_CONFIG = osp.join(
-    ROOT,
+    REPO_ROOT,
     'configs/gearnn/gearnn_deeplabv3plus_r18-tiny_1xb8-600_procedural-'
     '96x128.py',
 )
-DEFAULT_OUT = osp.join(ROOT, 'benchmarks', 'results', 'gear_switch_load.json')
+DEFAULT_OUT = osp.join(RESULTS_DIR, 'gear_switch_load.json')
 
 
 def rss_mb() -> float:
@@ -108,7 +109,7 @@ def run_load(
     def one(i: int):
         nonlocal switches
         gear = i % num_gears
-        before = model._active_gear
+        before = model.gear_bank.active
         mask, record = inferencer.infer_frame(
             images[i % len(images)], f'frame_{i:06d}', records[gear]
         )
@@ -116,7 +117,7 @@ def run_load(
             raise RuntimeError(
                 f'frame {i} was routed to gear {record["gear"]}, not {gear}'
             )
-        switches += model._active_gear != before
+        switches += model.gear_bank.active != before
         return mask, record
 
     with torch.no_grad():
@@ -182,8 +183,8 @@ def main() -> None:
         trace_every=args.trace_every,
     )
     result = dict(
-        command=' '.join([osp.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-        config=osp.relpath(args.config, ROOT),
+        command=' '.join([osp.relpath(sys.argv[0], REPO_ROOT)] + sys.argv[1:]),
+        config=osp.relpath(args.config, REPO_ROOT),
         threads=args.threads,
         torch=torch.__version__,
         python=platform.python_version(),

@@ -42,19 +42,20 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
 from mmseg_gearnn.apis import evaluate_levels
 from mmseg_gearnn.distortions import (
+    KERNELS,
     DistortionSpace,
     build_space,
     compound_record,
 )
-from mmseg_gearnn.models.segmentors.gearnn import gear_severity, severity_of
+from mmseg_gearnn.models.routing import gear_severity, severity_of
 from mmseg_gearnn.utils import set_data_root
 from mmseg_gearnn.utils.io import atomic_write
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # Kernels that take integer levels only.
-INTEGER_TYPES = ('jpeg',)
+INTEGER_TYPES = tuple(t for t, k in KERNELS.items() if k.integer_levels)
 CLEAN_MODEL = 'clean model'
 MID_POLICIES = ('nearest', 'interpolate')
 COMPOUND_POLICIES = ('first', 'dominant (rank)', 'dominant (drop)', 'blend')
@@ -482,7 +483,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/levels_between')
     parser.add_argument(
         '--out',
-        default=osp.join(ROOT, 'benchmarks/results/levels_between.json'),
+        default=osp.join(RESULTS_DIR, 'levels_between.json'),
     )
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='config overrides'
@@ -526,7 +527,7 @@ def main(argv=None) -> dict:
         **results,
         command='python '
         + ' '.join(
-            [osp.relpath(osp.abspath(__file__), ROOT)]
+            [osp.relpath(osp.abspath(__file__), REPO_ROOT)]
             + list(sys.argv[1:] if argv is None else argv)
         ),
     )

@@ -24,10 +24,14 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.apis.benchmark import git_commit, machine
-from mmseg_gearnn.utils.io import atomic_write
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    git_commit,
+    machine,
+)
+from mmseg_gearnn.utils import atomic_write
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = (
     'configs/gearnn/deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-240x320.py'
 )
@@ -38,13 +42,13 @@ FORMATS = dict(
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default=osp.join(ROOT, CONFIG))
+    parser.add_argument('--config', default=osp.join(REPO_ROOT, CONFIG))
     parser.add_argument('--size', type=int, nargs=2, default=(240, 320))
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument(
         '--out',
-        default=osp.join(ROOT, 'benchmarks/results/memory_format.json'),
+        default=osp.join(RESULTS_DIR, 'memory_format.json'),
     )
     return parser.parse_args()
 
@@ -96,7 +100,7 @@ def main():
     }
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(ROOT),
+        commit=git_commit(REPO_ROOT),
         machine=machine(),
         threads=torch.get_num_threads(),
         batch=args.batch,

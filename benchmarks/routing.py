@@ -36,6 +36,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
 from mmseg_gearnn.apis import (
     GearNNInferencer,
     evaluate_levels,
@@ -51,9 +52,8 @@ from mmseg_gearnn.distortions import CLEAN, distort
 from mmseg_gearnn.utils import set_data_root
 from mmseg_gearnn.utils.io import atomic_write
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GEAR_CONFIG = osp.join(
-    ROOT,
+    REPO_ROOT,
     'configs/gearnn/gearnn_deeplabv3plus_r18-tiny_1xb8-600_procedural-'
     '96x128.py',
 )
@@ -92,9 +92,7 @@ def parse_args():
         default=42,
         help='frames for the throughput ratio (each a new gear)',
     )
-    parser.add_argument(
-        '--out', default=osp.join(ROOT, 'benchmarks/results/routing.json')
-    )
+    parser.add_argument('--out', default=osp.join(RESULTS_DIR, 'routing.json'))
     return parser.parse_args()
 
 
@@ -276,7 +274,7 @@ def main():
         levels_oracle=reports['metadata']['levels'],
         levels_estimated=reports['estimate']['levels'],
         command='python '
-        + ' '.join([osp.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+        + ' '.join([osp.relpath(sys.argv[0], REPO_ROOT)] + sys.argv[1:]),
     )
     atomic_write(args.out, json.dumps(result, indent=2) + '\n')
     print(

@@ -26,18 +26,17 @@ import time
 from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
-import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.apis.benchmark import (
-    CamVidBenchmark,
+from gearnn_bench.comparison import CamVidBenchmark
+from gearnn_bench.methods import CONFIG_PATHS
+from gearnn_bench.profiles import resolve_profile
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
     git_commit,
     machine,
-    resolve_profile,
 )
 from mmseg_gearnn.selection import file_fingerprint
-from mmseg_gearnn.utils.io import atomic_write
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from camvid import CONFIG_PATHS, ROOT  # noqa: E402
+from mmseg_gearnn.utils import atomic_write
 
 METHODS = ('mixed', 'bn')
 
@@ -88,7 +87,7 @@ def parse_args():
     parser.add_argument('--work-dir', default='work_dirs/training_length')
     parser.add_argument(
         '--out',
-        default=osp.join(ROOT, 'benchmarks/results/training_length.json'),
+        default=osp.join(RESULTS_DIR, 'training_length.json'),
     )
     return parser.parse_args()
 
@@ -101,7 +100,8 @@ def main():
     start = time.time()
     lengths = {}
     for iters in args.iters:
-        _, profile = resolve_profile('full', iters=iters)
+        # Trained on all of train, as the committed results were.
+        _, profile = resolve_profile('full', iters=iters, tune=False)
         bench = CamVidBenchmark(
             args.data_root,
             args.work_dir,
@@ -149,7 +149,7 @@ def main():
             )
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(ROOT),
+        commit=git_commit(REPO_ROOT),
         machine=machine(),
         wall_time_s=round(time.time() - start, 1),
         base_checkpoint=osp.abspath(args.base_checkpoint),

@@ -2,13 +2,18 @@
 level) of the config's distortion space, as a table, CSV, JSON and plot.
 
     python tools/robustness.py CONFIG CHECKPOINT --work-dir DIR \
-        [--name NAME] [--compare OTHER=DIR2/levels.json ...]
+        [--name NAME] [--compare OTHER=DIR2/levels.json ...] \
+        [--reference OTHER]
 
 The config's test dataloader sweeps the space (``DistortionSweepDataset``)
 and its test evaluator is a ``DistortionIoUMetric``; the configs of this
 project are. Writes ``DIR/levels.json`` (the metric's report; give it to
 ``--compare`` of a later run to draw several methods on one plot) and
-``DIR/robustness.{md,csv,json,png}``.
+``DIR/robustness.{md,csv,json,png}``. Under the standard corruptions
+(``configs/_base_/distortions/corruptions_*.py``) the report starts with
+P, mPC, rPC and the group means of every method, and mCE against the
+``--reference`` method (e.g. the clean model's levels given to
+``--compare``).
 """
 
 import argparse
@@ -38,6 +43,11 @@ def parse_args() -> argparse.Namespace:
         help='earlier reports (levels.json) to put beside it',
     )
     parser.add_argument(
+        '--reference',
+        help='the method (--name or a --compare name) that corruption '
+        'errors (CE, mCE) are relative to, e.g. the clean model',
+    )
+    parser.add_argument(
         '--data-root', help='dataset folder for every dataloader'
     )
     parser.add_argument(
@@ -57,6 +67,11 @@ def main() -> None:
         if not sep or not name or not path:
             raise SystemExit(f'--compare wants NAME=LEVELS_JSON, got {item!r}')
         others[name] = path
+    if args.reference not in (None, args.name, *others):
+        raise SystemExit(
+            f'--reference {args.reference!r} is neither --name nor a '
+            f'--compare name ({[args.name, *others]})'
+        )
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -67,7 +82,9 @@ def main() -> None:
     results, clean = load_reports(others)
     results = {args.name: report['levels'], **results}
     clean = {args.name: report['clean'], **clean}
-    paths = write_robustness_report(results, args.work_dir, clean)
+    paths = write_robustness_report(
+        results, args.work_dir, clean, reference=args.reference
+    )
     print(open(paths['md'], encoding='utf-8').read())
     print('written:', ', '.join(paths.values()))
 

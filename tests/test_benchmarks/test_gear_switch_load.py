@@ -1,14 +1,11 @@
 """benchmarks/gear_switch_load.py: frames through the inferencer with a gear
 change on every frame, and no memory growth after the warm-up."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / 'benchmarks' / 'gear_switch_load.py'
+import gear_switch_load
+
 FRAMES = 1000
 SIZE = (32, 32)
 # Well above the noise of a steady process (tens of KiB), well below what
@@ -17,18 +14,10 @@ SIZE = (32, 32)
 BOUND_MB = 8.0
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location('gear_switch_load', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def load():
     torch.set_num_threads(1)
-    module = _load_script()
-    return module, module.build_inferencer()
+    return gear_switch_load, gear_switch_load.build_inferencer()
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """benchmarks/levels_between.py on the procedural demo config: a randomly
 initialised GearNN checkpoint, two 32x48 images."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,8 +10,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
+import levels_between
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / 'benchmarks' / 'levels_between.py'
 CONFIG = (
     REPO_ROOT / 'configs/gearnn/gearnn_deeplabv3plus_r18-tiny_1xb8-600_'
     'procedural-96x128.py'
@@ -20,16 +20,9 @@ CONFIG = (
 SIZE = (32, 48)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location('levels_between', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def script():
-    return _load_script()
+    return levels_between
 
 
 def tiny_config() -> Config:

@@ -1,0 +1,104 @@
+"""The CamVid-C benchmark: the standard corruptions on CamVid, one command:
+
+    python benchmarks/camvid_c.py ../shared/data/camvid \
+        --base-checkpoint BASE.pth
+    python benchmarks/camvid_c.py ../shared/data/camvid --quick
+
+Every method (clean, mixed augmentation, stability training, per-corruption
+BN, online BN, TENT, GearNN) starts from one clean base (given, or trained
+on the ``train_fit`` frames), trains on those frames under the 15
+benchmark corruptions of ``imagecorruptions`` and is evaluated on the
+``val`` split clean, under the 15 x 5 benchmark conditions and the 4 x 5
+held-out ones. Writes ``benchmarks/results/camvid_c.{md,json,png}``
+(``camvid_c_quick.*`` in the work dir with ``--quick``) with P, mPC, rPC,
+mCE, mIoU per corruption and severity, the held-out mean and the goals.
+One progress line per stage; a rerun reuses every finished stage and every
+corrupted frame.
+"""
+
+import argparse
+import shlex
+import sys
+from dataclasses import replace
+
+from gearnn_bench.corruption_profile import resolve_corruption_profile
+from gearnn_bench.corruption_report import evaluate_goals, write_results
+from gearnn_bench.corruption_stages import CorruptionStages
+from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('data_root', help='a CamVid-layout folder')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='2 corruptions x 2 severities, a few frames and iterations '
+        '(a smoke run)',
+    )
+    parser.add_argument(
+        '--per-severity-gears',
+        action='store_true',
+        help='also train one gear per corruption and severity (75 gears, '
+        'each seeing 1/75 of the batches)',
+    )
+    parser.add_argument(
+        '--prepare-frames',
+        action='store_true',
+        help='only corrupt the val frames into the cache (no model needed), '
+        'then stop',
+    )
+    parser.add_argument(
+        '--work-dir',
+        help='stages, frames and logs (default '
+        'work_dirs/benchmark_camvid_c[_quick])',
+    )
+    parser.add_argument(
+        '--out-dir',
+        help='results folder (default benchmarks/results; the work dir '
+        'with --quick)',
+    )
+    parser.add_argument(
+        '--base-checkpoint', help='a trained clean base to start from'
+    )
+    parser.add_argument(
+        '--iters', type=int, help='training iterations of every method'
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    profile_name = 'quick' if args.quick else 'full'
+    name, profile = resolve_corruption_profile(profile_name, iters=args.iters)
+    if args.per_severity_gears:
+        profile = replace(
+            profile, gear_mappings=('per_corruption', 'per_severity')
+        )
+        name += ', per-severity gears too'
+    work_dir = args.work_dir or (
+        'work_dirs/benchmark_camvid_c' + ('_quick' if args.quick else '')
+    )
+    out_dir = args.out_dir or (work_dir if args.quick else RESULTS_DIR)
+    stages = CorruptionStages(
+        args.data_root,
+        work_dir,
+        profile,
+        profile_name=name,
+        base_checkpoint=args.base_checkpoint,
+    )
+    if args.prepare_frames:
+        stages.prepare()
+        return None
+    command = 'python ' + shlex.join(sys.argv if argv is None else argv)
+    results = stages.run(command=command, repo_dir=REPO_ROOT)
+    results['goals'] = evaluate_goals(results)
+    stem = 'camvid_c' + ('_quick' if args.quick else '')
+    paths = write_results(results, out_dir, stem)
+    print(open(paths['md'], encoding='utf-8').read())
+    print('written:', ', '.join(paths.values()))
+    return paths
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,189 @@
+"""The comparison's goals, as data: what is measured, the target and how
+the two compare.
+
+A margin between two methods is judged on their means over seeds; it is
+"within noise" when it is smaller than twice the larger of the two
+methods' spreads over seeds (``mean_miou_std``).
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+COMPARES = ('>=', '>', '<=')
+
+
+def _margin(results: dict, method: str, other: str) -> float:
+    m = results['methods']
+    return m[method]['mean_miou'] - m[other]['mean_miou']
+
+
+def _adaptor_percent(results: dict, method: str, other: str) -> float:
+    return 100 * results['methods'][method]['adaptor_fraction']
+
+
+def _clean_gap(results: dict, method: str, other: str) -> float:
+    m = results['methods']
+    return abs(m[method]['clean_miou'] - m[other]['clean_miou'])
+
+
+def _wall_minutes(results: dict, method: str, other: str) -> float:
+    return results['wall_time_s'] / 60
+
+
+# measure -> (value from the results, the goal's name template)
+MEASURES: Dict[str, Tuple[Callable[..., float], str]] = dict(
+    wall_minutes=(
+        _wall_minutes,
+        'wall time of the run (minutes{note})',
+    ),
+    margin=(_margin, '{method} - {other} (mIoU points{note})'),
+    adaptor_percent=(
+        _adaptor_percent,
+        '{method} adaptor_fraction (percent of the model per gear)',
+    ),
+    clean_gap=(
+        _clean_gap,
+        '|{method} clean - {other} model clean| (mIoU points{note})',
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal: ``measure`` of ``method`` (against ``other``) compared
+    with ``target``.
+
+    Args:
+        measure (str): a key of :data:`MEASURES`: ``'margin'`` (mean mIoU
+            over ``other``'s), ``'adaptor_percent'`` (one gear's share of
+            the model, in percent) or ``'clean_gap'`` (clean mIoU apart
+            from ``other``'s).
+        method (str): the method measured.
+        target (float): the value to reach.
+        compare (str): ``'>='``, ``'>'`` or ``'<='``.
+        other (str): the method compared with, where the measure has one.
+        note (str): words added to the goal's name.
+        outside_noise (bool): met only if the margin is also outside the
+            seeds' noise (see the module's docstring).
+    """
+
+    measure: str
+    method: str
+    target: float
+    compare: str = '>='
+    other: str = ''
+    note: str = ''
+    outside_noise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(
+                f'unknown measure {self.measure!r}; choose from '
+                f'{sorted(MEASURES)}'
+            )
+        if self.compare not in COMPARES:
+            raise ValueError(
+                f'unknown comparison {self.compare!r}; choose from {COMPARES}'
+            )
+        if self.outside_noise and self.measure != 'margin':
+            raise ValueError('only a margin can be judged against noise')
+
+    @property
+    def name(self) -> str:
+        note = f', {self.note}' if self.note else ''
+        if self.outside_noise:
+            note += ', outside noise'
+        return MEASURES[self.measure][1].format(
+            method=self.method, other=self.other, note=note
+        )
+
+
+GOALS: Tuple[Goal, ...] = (
+    # The paper's recipe, on the clean base.
+    Goal('margin', 'gearnn', 18.0, other='clean'),
+    Goal('margin', 'gearnn', 4.8, other='stability'),
+    Goal('margin', 'gearnn', 4.8, other='mixed_aug'),
+    Goal(
+        'margin', 'gearnn', -1.0, other='full_finetune', note='within 1 below'
+    ),
+    Goal('margin', 'gearnn', 0.0, '>', other='bn_stats', note='above'),
+    # Scored selection above random; else the selection does not matter at
+    # this budget.
+    Goal(
+        'margin',
+        'gearnn',
+        0.0,
+        '>',
+        other='random_selection',
+        note='above',
+        outside_noise=True,
+    ),
+    Goal('adaptor_percent', 'gearnn', 0.2, '<='),
+    Goal('clean_gap', 'gearnn', 0.0, '<=', other='clean', note='equal'),
+    # The shipped recipe against the one-model baselines and the rivals.
+    Goal(
+        'margin', 'gearnn_recipe', 4.8, other='stability', outside_noise=True
+    ),
+    Goal(
+        'margin', 'gearnn_recipe', 4.8, other='mixed_aug', outside_noise=True
+    ),
+    Goal('margin', 'gearnn_recipe', 2.0, other='bn_stats'),
+    Goal('margin', 'gearnn_recipe', 3.0, other='tent'),
+    Goal('margin', 'gearnn_recipe', 3.0, other='online_bn'),
+    Goal('adaptor_percent', 'gearnn_recipe', 0.2, '<='),
+    Goal('margin', 'gearnn_on_mixed_aug', 18.0, other='clean'),
+    Goal('margin', 'gearnn_on_mixed_aug', 4.8, other='stability'),
+    Goal('margin', 'gearnn_on_mixed_aug', 4.8, other='mixed_aug'),
+    # The whole protocol, seeds included, from nothing on the 2-core CPU.
+    Goal('wall_minutes', '', 90.0, '<=', note='full profile from nothing'),
+)
+
+
+def seed_noise(methods: Dict[str, dict], *names: str) -> Optional[float]:
+    """Twice the larger spread over seeds of ``names``; None when none of
+    them ran more than one seed."""
+    spreads = [
+        methods[n]['mean_miou_std']
+        for n in names
+        if len(methods[n].get('seeds', ())) > 1
+    ]
+    return 2 * max(spreads) if spreads else None
+
+
+def evaluate_goal(goal: Goal, results: dict) -> dict:
+    """``goal`` as measured: value, target, met, by how much it is missed,
+    and, for a margin, the seeds' noise and whether it lies within."""
+    value = MEASURES[goal.measure][0](results, goal.method, goal.other)
+    gap = value - goal.target if goal.compare == '<=' else goal.target - value
+    met = gap < 0 if goal.compare == '>' else gap <= 0
+    measured = dict(
+        goal=goal.name,
+        value=round(value, 4),
+        compare=goal.compare,
+        target=goal.target,
+    )
+    if goal.measure == 'margin':
+        noise = seed_noise(results['methods'], goal.method, goal.other)
+        within = None if noise is None else bool(abs(value) < noise)
+        measured.update(
+            noise=None if noise is None else round(noise, 4),
+            within_noise=within,
+        )
+        if goal.outside_noise and within is not False:
+            met = False
+    measured.update(met=bool(met), short_by=round(max(0.0, gap), 4))
+    return measured
+
+
+def evaluate_goals(results: dict, goals: Sequence[Goal] = GOALS) -> List[dict]:
+    """Each goal as measured (see :func:`evaluate_goal`), leaving out the
+    goals of a method the run did not have (one its profile skips)."""
+    m = results['methods']
+    measured = []
+    for goal in goals:
+        if goal.method and goal.method not in m:
+            continue
+        if goal.other and goal.other not in m:
+            continue  # a partial run (--methods) lacks the other method
+        measured.append(evaluate_goal(goal, results))
+    return measured

@@ -1,0 +1,266 @@
+"""The CamVid-C benchmark (``benchmarks/camvid_c.py``): its profile, frame
+cache, results entries and goals on hand-made inputs, the corruption
+metrics of the robustness report, and ``--quick`` end to end on CamVid."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gearnn_bench.corruption_cache import (
+    CachedRequestedDistortion,
+    frame_key,
+)
+from gearnn_bench.corruption_profile import (
+    PROFILES,
+    CorruptionProfile,
+    gear_count,
+)
+from gearnn_bench.corruption_report import (
+    evaluate_goals,
+    markdown,
+    method_entry,
+)
+from gearnn_bench.corruption_stages import METHOD_NAMES
+from gearnn_bench.profiles import BenchmarkProfile
+from mmseg_gearnn.distortions import build_space
+from mmseg_gearnn.evaluation import write_robustness_report
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_KEYS = {
+    'P',
+    'mPC',
+    'rPC',
+    'mCE',
+    'memory_ratio',
+    'per_corruption',
+    'held_out_mean',
+}
+
+
+def _profile(**kwargs):
+    kwargs.setdefault('corruptions', ('gaussian_noise', 'glass_blur'))
+    kwargs.setdefault('held_out', ('speckle_noise',))
+    kwargs.setdefault('severities', (1, 5))
+    return CorruptionProfile(stages=BenchmarkProfile(), **kwargs)
+
+
+def test_shared_gears_route_every_severity_to_the_corruption():
+    profile = _profile(untrained=('glass_blur',))
+    space = build_space(profile.gear_space('per_corruption'))
+    assert space.types == ['ic_gaussian_noise']  # glass blur is untrained
+    assert space.gear_id('ic_gaussian_noise', 1) == 1
+    assert space.gear_id('ic_gaussian_noise', 5) == 1
+    per_level = build_space(profile.gear_space('per_severity'))
+    assert per_level.num_gears == 1 + 2
+    assert gear_count(profile, 'per_corruption') == 1
+    assert gear_count(profile, 'per_severity') == 2
+    untrained = build_space(profile.eval_space('untrained'))
+    assert untrained.types == ['ic_glass_blur', 'ic_speckle_noise']
+    # the full profile trains on every benchmark corruption but glass blur
+    full = PROFILES['full']
+    assert len(full.trained) == 14 and 'glass_blur' not in full.trained
+
+
+def test_profile_rejects_unknown_names():
+    with pytest.raises(ValueError, match='no benchmark corruption'):
+        _profile(corruptions=('speckle_noise',))
+    with pytest.raises(ValueError, match='unknown gear mapping'):
+        _profile(gear_mappings=('per_frame',))
+    with pytest.raises(ValueError, match='every benchmark corruption'):
+        _profile(untrained=('gaussian_noise', 'glass_blur'))
+
+
+def _levels(values):
+    """{'ic_' + corruption: {severity: miou}} from {corruption: [m1, m5]}."""
+    return {'ic_' + c: {'1': v[0], '5': v[1]} for c, v in values.items()}
+
+
+def test_method_entry_reads_the_literature_metrics():
+    profile = _profile()
+    clean_levels = _levels(
+        dict(
+            gaussian_noise=[40, 20],
+            glass_blur=[50, 30],
+            speckle_noise=[45, 25],
+        )
+    )
+    clean = dict(clean_miou=60.0, levels=clean_levels, memory_ratio=1.0)
+    # a gear model: trained corruptions from one stage, the rest another
+    gears = dict(
+        clean_miou=60.0,
+        levels=_levels(dict(gaussian_noise=[50, 40])),
+        memory_ratio=1.002,
+    )
+    untrained = dict(
+        clean_miou=None,
+        levels=_levels(dict(glass_blur=[50, 30], speckle_noise=[55, 35])),
+    )
+    entry = method_entry(gears, untrained, clean_levels, profile)
+    assert set(entry) == SCHEMA_KEYS
+    # mPC over the 2 benchmark corruptions x 2 severities
+    assert entry['mPC'] == pytest.approx((50 + 40 + 50 + 30) / 4)
+    assert entry['rPC'] == pytest.approx(42.5 / 60, abs=1e-4)
+    # CE: gaussian (50 + 60) / (60 + 80), glass 1.0
+    assert entry['mCE'] == pytest.approx((110 / 140 + 1.0) / 2, abs=1e-4)
+    assert entry['held_out_mean'] == pytest.approx(45.0)
+    assert entry['per_corruption']['speckle_noise'] == {'1': 55, '5': 35}
+    assert list(entry['per_corruption']) == [
+        'gaussian_noise',
+        'glass_blur',
+        'speckle_noise',
+    ]
+    reference = method_entry(clean, None, clean_levels, profile)
+    assert reference['mCE'] == pytest.approx(1.0)
+
+
+def _results(gearnn_mpc, held):
+    methods = {}
+    for name in METHOD_NAMES:
+        methods[name] = dict(
+            P=60.0,
+            mPC=40.0,
+            rPC=40 / 60,
+            mCE=1.0,
+            memory_ratio=1.0,
+            per_corruption={'gaussian_noise': {'1': 40.0, '5': 40.0}},
+            held_out_mean=45.0,
+        )
+    methods['gearnn'].update(mPC=gearnn_mpc, held_out_mean=held)
+    methods['gearnn']['rPC'] = gearnn_mpc / 60
+    return dict(
+        command='python benchmarks/camvid_c.py DIR',
+        commit='abc',
+        dirty=False,
+        wall_time_s=1.0,
+        split='val',
+        corruptions=['gaussian_noise'],
+        held_out=['speckle_noise'],
+        methods=methods,
+        choices=dict(untrained=['glass_blur']),
+        gear_mappings={},
+    )
+
+
+def test_goals_say_met_or_short_by_how_much():
+    results = _results(gearnn_mpc=54.0, held=43.5)
+    goals = {g['goal']: g for g in evaluate_goals(results)}
+    assert goals['mPC >= clean + 12']['met']
+    assert goals['mPC >= stability + 4']['met']
+    assert goals['rPC >= 0.90']['met']
+    assert goals['held-out >= clean']['short_by'] == pytest.approx(1.5)
+    assert goals['held-out >= tent - 2']['met']
+    results['goals'] = evaluate_goals(results)
+    text = markdown(results)
+    assert 'short by 1.5' in text
+    assert 'python benchmarks/camvid_c.py DIR' in text
+    assert 'glass_blur' in text
+
+
+def test_robustness_report_adds_corruption_metrics(tmp_path):
+    """The robustness tool's report: P, mPC, rPC, the groups and mCE
+    against the reference, on a hand-made level table."""
+    results = {
+        'clean': _levels(dict(gaussian_noise=[40, 20], frost=[60, 40])),
+        'robust': _levels(dict(gaussian_noise=[50, 40], frost=[60, 40])),
+    }
+    clean = dict(clean=70.0, robust=68.0)
+    paths = write_robustness_report(
+        results, tmp_path, clean, reference='clean'
+    )
+    summary = json.loads(Path(paths['json']).read_text())['corruption']
+    robust = summary['robust']
+    assert robust['P'] == 68.0
+    assert robust['mPC'] == pytest.approx(47.5)
+    assert robust['rPC'] == pytest.approx(47.5 / 68)
+    assert robust['per_group'] == dict(noise=45.0, weather=50.0)
+    # CE: noise (50 + 60) / (60 + 80), frost 1
+    assert robust['mCE'] == pytest.approx((110 / 140 + 1) / 2)
+    assert summary['clean']['mCE'] == pytest.approx(1.0)
+    md = Path(paths['md']).read_text()
+    assert '| robust | 68.00 | 47.50 | 0.699 | 0.893 | 45.00 | 50.00 |' in md
+    with pytest.raises(ValueError, match='reference'):
+        write_robustness_report(results, tmp_path, clean, reference='x')
+
+
+def test_report_of_other_types_has_no_corruption_metrics(tmp_path):
+    paths = write_robustness_report(
+        {'m': {'jpeg': {'10': 30.0}}}, tmp_path, {'m': 50.0}
+    )
+    assert 'corruption' not in json.loads(Path(paths['json']).read_text())
+
+
+def test_cached_frames_equal_the_library_and_are_reused(tmp_path):
+    pytest.importorskip('imagecorruptions')
+    from mmseg_gearnn.distortions import corrupt
+
+    space = dict(distortions=dict(ic_shot_noise=[1, 2]))
+    step = CachedRequestedDistortion(space, str(tmp_path), record_gear=False)
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)
+    request = dict(type='ic_shot_noise', level=2, seed=7)
+    out = step(dict(img=img.copy(), distortion_request=dict(request)))
+    expected = corrupt(img, 'shot_noise', 2, seed=7)
+    np.testing.assert_array_equal(out['img'], expected)
+    assert out['distortion'] == dict(type='ic_shot_noise', level=2, gear=None)
+    key = frame_key(img, 'shot_noise', 2, 7)
+    path = tmp_path / key[:2] / f'{key}.png'
+    assert path.is_file()
+    # a second request reads the file: overwrite it to see
+    marker = np.zeros_like(expected)
+    import cv2
+
+    cv2.imwrite(str(path), marker)
+    again = step(dict(img=img.copy(), distortion_request=dict(request)))
+    np.testing.assert_array_equal(again['img'], marker)
+    # another seed is another frame
+    assert frame_key(img, 'shot_noise', 2, 8) != key
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(camvid_root, tmp_path):
+    pytest.importorskip('imagecorruptions')
+    work_dir = tmp_path / 'work'
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / 'benchmarks/camvid_c.py'),
+        str(camvid_root),
+        '--quick',
+        '--work-dir',
+        str(work_dir),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1200, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    progress = [
+        line for line in proc.stdout.splitlines() if '[camvid-c]' in line
+    ]
+    assert any(line.startswith('[camvid-c] gearnn:') for line in progress)
+    results = json.loads((work_dir / 'camvid_c_quick.json').read_text())
+    for key in ('command', 'commit', 'wall_time_s', 'split'):
+        assert key in results
+    assert results['corruptions'] == ['gaussian_noise', 'contrast']
+    assert results['held_out'] == ['speckle_noise']
+    assert list(results['methods']) == list(METHOD_NAMES)
+    for name, entry in results['methods'].items():
+        assert set(entry) == SCHEMA_KEYS, name
+        assert set(entry['per_corruption']) == {
+            'gaussian_noise',
+            'contrast',
+            'speckle_noise',
+        }, name
+        for cells in entry['per_corruption'].values():
+            assert list(cells) == ['1', '5'], name
+    assert results['methods']['clean']['mCE'] == pytest.approx(1.0)
+    assert results['methods']['gearnn']['memory_ratio'] > 1.0
+    assert results['gear_mappings']['per_corruption']['gears'] == 1
+    # every val frame is corrupted once: the first run made them all
+    frames = list((work_dir / 'frames').rglob('*.png'))
+    assert len(frames) == 2 * (2 * 2 + 2)
+    for suffix in ('md', 'png'):
+        assert (work_dir / f'camvid_c_quick.{suffix}').is_file()
