@@ -26,7 +26,12 @@ def _clean_gap(results: dict, method: str, other: str) -> float:
     return abs(m[method]['clean_miou'] - m[other]['clean_miou'])
 
 
-def _wall_minutes(results: dict, method: str, other: str) -> float:
+def _wall_minutes(results: dict, method: str, other: str):
+    """The run's minutes, only for the whole full profile from nothing
+    (else None: the goal does not apply)."""
+    stages = results.get('stages', {}).values()
+    if results.get('profile') != 'full' or any(s['reused'] for s in stages):
+        return None
     return results['wall_time_s'] / 60
 
 
@@ -150,10 +155,13 @@ def seed_noise(methods: Dict[str, dict], *names: str) -> Optional[float]:
     return 2 * max(spreads) if spreads else None
 
 
-def evaluate_goal(goal: Goal, results: dict) -> dict:
+def evaluate_goal(goal: Goal, results: dict) -> Optional[dict]:
     """``goal`` as measured: value, target, met, by how much it is missed,
-    and, for a margin, the seeds' noise and whether it lies within."""
+    and, for a margin, the seeds' noise and whether it lies within; None
+    where the run cannot measure it."""
     value = MEASURES[goal.measure][0](results, goal.method, goal.other)
+    if value is None:
+        return None
     gap = value - goal.target if goal.compare == '<=' else goal.target - value
     met = gap < 0 if goal.compare == '>' else gap <= 0
     measured = dict(
@@ -185,5 +193,7 @@ def evaluate_goals(results: dict, goals: Sequence[Goal] = GOALS) -> List[dict]:
             continue
         if goal.other and goal.other not in m:
             continue  # a partial run (--methods) lacks the other method
-        measured.append(evaluate_goal(goal, results))
+        entry = evaluate_goal(goal, results)
+        if entry is not None:
+            measured.append(entry)
     return measured

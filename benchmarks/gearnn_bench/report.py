@@ -139,9 +139,12 @@ def results_markdown(results: dict, png: Optional[str] = None) -> str:
         "their standard deviation; `s/frame` is the evaluation's wall time "
         'per frame in this run (test-time adaptation included).',
         '',
-        '| method | mean | spread | clean | adaptor | memory | s/frame |',
-        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ]
+    if m:
+        lines += [
+            '| method | mean | spread | clean | adaptor | memory | s/frame |',
+            '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+        ]
     for name, e in m.items():
         lines.append(
             f'| {name} | {_num(e["mean_miou"])} | {_spread(e)} '
@@ -159,27 +162,28 @@ def results_markdown(results: dict, png: Optional[str] = None) -> str:
         )
     if png:
         lines += ['', f'![mIoU against level]({png})']
-    lines += [
-        '',
-        '## Budget curve (mean mIoU over all levels)',
-        '',
-    ]
     budgets = sorted(
         {b for c in results['budget_curve'].values() for b in c},
         key=float,
     )
-    lines.append(
-        '| selection | '
-        + ' | '.join(f'{float(b):.2%}' for b in budgets)
-        + ' |'
-    )
-    lines.append('| --- |' + ' ---: |' * len(budgets))
-    for scoring, points in results['budget_curve'].items():
-        cells = [
-            _num(points[b]['mean_miou']) if b in points else '-'
-            for b in budgets
+    if budgets:
+        lines += [
+            '',
+            '## Budget curve (mean mIoU over all levels)',
+            '',
         ]
-        lines.append(f'| {scoring} | ' + ' | '.join(cells) + ' |')
+        lines.append(
+            '| selection | '
+            + ' | '.join(f'{float(b):.2%}' for b in budgets)
+            + ' |'
+        )
+        lines.append('| --- |' + ' ---: |' * len(budgets))
+        for scoring, points in results['budget_curve'].items():
+            cells = [
+                _num(points[b]['mean_miou']) if b in points else '-'
+                for b in budgets
+            ]
+            lines.append(f'| {scoring} | ' + ' | '.join(cells) + ' |')
     lines += tuning_lines(results.get('tuning'), results.get('candidates'))
     lines += [
         '',

@@ -126,6 +126,9 @@ def test_goals_are_named_as_in_the_results_files():
     results = _results(gearnn=50.0)
     results['methods']['gearnn_on_mixed_aug'] = _entry(40.0)
     results['methods']['gearnn_recipe'] = _entry(40.0, fraction=0.002)
+    # the wall-time goal is the whole full profile's, from nothing
+    assert 'wall time' not in evaluate_goals(results)[-1]['goal']
+    results['profile'] = 'full'
     assert [g['goal'] for g in evaluate_goals(results)] == [
         'gearnn - clean (mIoU points)',
         'gearnn - stability (mIoU points)',
@@ -154,7 +157,8 @@ def test_goals_are_named_as_in_the_results_files():
 def test_goals_of_a_skipped_method_are_left_out():
     results = _results(gearnn=50.0)
     recipe = [g for g in GOALS if g.method == 'gearnn_recipe']
-    assert len(evaluate_goals(results)) == len(GOALS) - 3 - len(recipe)
+    # less the gears on the mixed model, the recipe and the wall time
+    assert len(evaluate_goals(results)) == len(GOALS) - 4 - len(recipe)
     # a partial run lacks the other method: its goals are left out too
     del results['methods']['bn_stats']
     names = [g['goal'] for g in evaluate_goals(results)]
@@ -837,11 +841,13 @@ def test_tune_only_compares_the_recipe_candidates(tmp_path, monkeypatch):
     ]
     assert {split for _, split, _ in evaluated} == {'tune'}
     assert results['methods'] == {}
+    # no goal applies: no method on val, and not the whole full profile
+    assert results['goals'] == []
     candidates = results['candidates']
     assert set(candidates['table']) == {'gearnn', 'gearnn_distill'}
     # (the fake evaluation scores distillation one point higher)
     assert candidates['winner'] == 'gearnn_distill'
-    assert candidates['shipped'] == 'gearnn'
+    assert candidates['shipped'] == RECIPE
     distill = trained['gearnn_distill_distill_weight1@tune']
     assert distill.model.type == 'DistilledGearNNSegmentor'
     steps = distill.train_dataloader.dataset.pipeline
@@ -851,7 +857,9 @@ def test_tune_only_compares_the_recipe_candidates(tmp_path, monkeypatch):
         'PackSegInputs',
     ]
     text = results_markdown(results)
-    assert '| gearnn_distill (best) | 30.00 |' in text
+    assert (
+        '| gearnn_distill (best) (shipped as gearnn_recipe) | 30.00 |' in text
+    )
+    assert '| gearnn | 29.00 |' in text
     assert '- tuning only: every point scored on the tuning split' in text
     assert '- only these methods ran: `gearnn`, `gearnn_distill`' in text
-    assert '| gearnn (shipped as gearnn_recipe) | 29.00 |' in text
