@@ -2,7 +2,8 @@
 # base model fine-tuned with the task loss on the clean frame plus
 # alpha * KL(p(x) || p(x')) towards a copy x' distorted by a random
 # (type, level) of the CamVid space. One model for all levels; test it like
-# the clean model. alpha is chosen on val by benchmarks/camvid.py.
+# the clean model. alpha is chosen on the tuning split of train by
+# benchmarks/camvid.py (never on val).
 #   python tools/train.py <this file> --cfg-options load_from=BASE.pth \
 #       model.alpha=1.0
 _base_ = [
