@@ -5,10 +5,12 @@ from .checkpoint import (
     register_safe_globals,
 )
 from .config import (
+    add_clean_copies,
     add_gear_distortions,
     add_gear_hooks,
     complete_gear_config,
     enable_amp,
+    is_distilled_config,
     is_gear_config,
     resume_from_work_dir,
     set_crop_size,
@@ -28,10 +30,12 @@ from .dist import (
 from .io import atomic_torch_save, atomic_write
 
 __all__ = [
+    'add_clean_copies',
     'add_gear_distortions',
     'add_gear_hooks',
     'complete_gear_config',
     'enable_amp',
+    'is_distilled_config',
     'is_gear_config',
     'resume_from_work_dir',
     'show_inputs',

@@ -219,12 +219,10 @@ _PIPELINE_KEYS = {
 }
 
 
-def is_gear_config(cfg) -> bool:
-    """Whether the config's model is a :class:`GearNNSegmentor` (or a
-    subclass), also under a test-time augmentation wrapper."""
+def _model_class(cfg):
+    """The class of the config's model (the segmentor under a test-time
+    augmentation wrapper); None where it is not registered."""
     from mmseg.registry import MODELS
-
-    from ..models.segmentors import GearNNSegmentor
 
     model = cfg.get('model', None) or {}
     if model.get('module') is not None and 'segmentor' not in model:
@@ -232,8 +230,29 @@ def is_gear_config(cfg) -> bool:
     model_type = model.get('type')
     if isinstance(model_type, str):
         model_type = MODELS.get(model_type)
-    return isinstance(model_type, type) and issubclass(
-        model_type, GearNNSegmentor
+    return model_type if isinstance(model_type, type) else None
+
+
+def is_gear_config(cfg) -> bool:
+    """Whether the config's model is a :class:`GearNNSegmentor` (or a
+    subclass), also under a test-time augmentation wrapper."""
+    from ..models.segmentors import GearNNSegmentor
+
+    model_class = _model_class(cfg)
+    return model_class is not None and issubclass(
+        model_class, GearNNSegmentor
+    )
+
+
+def is_distilled_config(cfg) -> bool:
+    """Whether the config's model is a
+    :class:`DistilledGearNNSegmentor` (or a subclass): its training
+    compares every distorted frame with the clean one."""
+    from ..models.segmentors import DistilledGearNNSegmentor
+
+    model_class = _model_class(cfg)
+    return model_class is not None and issubclass(
+        model_class, DistilledGearNNSegmentor
     )
 
 
@@ -249,6 +268,22 @@ def _is_distortion_step(step) -> bool:
     return isinstance(step_type, type) and issubclass(
         step_type, _DistortionTransform
     )
+
+
+def _is_step(step, name: str) -> bool:
+    step_type = step.get('type') if isinstance(step, dict) else None
+    if isinstance(step_type, type):
+        step_type = step_type.__name__
+    return isinstance(step_type, str) and step_type.split('.')[-1] == name
+
+
+def _packed_at(pipeline) -> int:
+    """Where a pipeline packs its results: the index of its
+    ``PackSegInputs`` step, else its end."""
+    for i, step in enumerate(pipeline):
+        if _is_step(step, 'PackSegInputs'):
+            return i
+    return len(pipeline)
 
 
 def _image_loaded_at(pipeline) -> int:
@@ -338,8 +373,12 @@ def add_gear_distortions(cfg) -> List[str]:
     distortion transform, this inserts :func:`distortion_step` where a
     camera distorts, right after the image is loaded (before any resize);
     every ``PackSegInputs`` gets ``'distortion'`` in its meta keys.
-    Pipelines that already distort keep their transform. A config whose
-    model is not a gear model is left alone.
+    Pipelines that already distort keep their transform. A distilled
+    model (:func:`is_distilled_config`) compares each distorted training
+    frame with its clean copy pixel by pixel, so its training pipeline
+    distorts last, right before packing, after every transform that changes
+    the frame's size (:func:`add_clean_copies` then keeps the copy). A
+    config whose model is not a gear model is left alone.
 
     Returns:
         list[str]: one line per change, for the log.
@@ -361,6 +400,8 @@ def add_gear_distortions(cfg) -> List[str]:
         done.add(id(pipeline))
         if not any(_is_distortion_step(step) for step in pipeline):
             at = _image_loaded_at(pipeline)
+            if mode == 'train' and is_distilled_config(cfg):
+                at = _packed_at(pipeline)
             step = distortion_step(cfg, mode)
             pipeline.insert(at, step)
             where = f'after {pipeline[at - 1]["type"]}' if at else 'first'
@@ -370,6 +411,42 @@ def add_gear_distortions(cfg) -> List[str]:
                 changes.append(
                     f"{key}: '{GEAR_META_KEY}' added to PackSegInputs' "
                     'meta_keys'
+                )
+    return changes
+
+
+def add_clean_copies(cfg) -> List[str]:
+    """Makes the training pipelines of a distilled gear config keep the
+    clean frame that its loss compares with: ``KeepCleanCopy`` right
+    before the distortion transform where it is missing, and
+    ``'clean_img'`` in every ``PackSegInputs``' meta keys. Other configs
+    are left alone.
+
+    Returns:
+        list[str]: one line per change, for the log.
+    """
+    if not is_distilled_config(cfg):
+        return []
+    from ..distortions.clean_copy import CLEAN_IMG
+
+    changes = []
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset')
+    for pipeline in _pipelines(dataset):
+        kept = any(_is_step(step, 'KeepCleanCopy') for step in pipeline)
+        distortions = [
+            i for i, step in enumerate(pipeline) if _is_distortion_step(step)
+        ]
+        if not kept and distortions:
+            pipeline.insert(distortions[0], dict(type='KeepCleanCopy'))
+            changes.append(
+                'train_dataloader: KeepCleanCopy inserted before '
+                f'{pipeline[distortions[0] + 1]["type"]}'
+            )
+        for pack in _pack_steps(pipeline):
+            if _with_meta_key(pack, CLEAN_IMG):
+                changes.append(
+                    f"train_dataloader: '{CLEAN_IMG}' added to "
+                    "PackSegInputs' meta_keys"
                 )
     return changes
 
@@ -397,15 +474,17 @@ def add_gear_hooks(cfg) -> List[str]:
 
 
 def complete_gear_config(cfg) -> List[str]:
-    """Completes a gear config for a run: :func:`add_gear_distortions`
-    and :func:`add_gear_hooks`. ``tools/train.py`` and ``tools/test.py``
-    call it; call it on a config before ``Runner.from_cfg`` to get the
-    same run. Does nothing to other configs.
+    """Completes a gear config for a run: :func:`add_gear_distortions`,
+    :func:`add_clean_copies` and :func:`add_gear_hooks`.
+    ``tools/train.py`` and ``tools/test.py`` call it; call it on a config
+    before ``Runner.from_cfg`` to get the same run. Does nothing to other configs.
 
     Returns:
         list[str]: one line per change, for the log.
     """
-    return add_gear_distortions(cfg) + add_gear_hooks(cfg)
+    return (
+        add_gear_distortions(cfg) + add_clean_copies(cfg) + add_gear_hooks(cfg)
+    )
 
 
 # -- the tools' flags --------------------------------------------------------

@@ -157,3 +157,36 @@ def test_family_trains_gears_on_a_frozen_base(tmp_path, family):
     ]
     assert changed, f'{family}: no gear parameter changed'
     assert (tmp_path / 'work' / 'gears.pth').is_file()
+
+
+def test_a_distilled_user_config_keeps_the_clean_frame(tmp_path):
+    """The distilled recipe on a user config: its loss compares each
+    distorted frame with the clean one, so the frame is distorted after
+    the crop and its clean copy packed; without that the first training
+    step failed for want of a clean copy."""
+    cfg = _config(tmp_path, 'pspnet')
+    cfg.model.type = 'DistilledGearNNSegmentor'
+    changes = complete_gear_config(cfg)
+    assert 'train_dataloader: KeepCleanCopy inserted before ' in (
+        '\n'.join(changes)
+    )
+    train = _steps(cfg, 'train_dataloader')
+    assert train[-3:] == [
+        'KeepCleanCopy',
+        'RandomDistortion',
+        'PackSegInputs',
+    ]
+    assert 'clean_img' in cfg.train_dataloader.dataset.pipeline[-1][
+        'meta_keys'
+    ]
+    # Testing distorts where a camera does, as for plain gears.
+    assert _steps(cfg, 'test_dataloader')[1] == 'RequestedDistortion'
+    assert complete_gear_config(cfg) == []
+
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    model.init_weights()
+    data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
+    losses = model(**data, mode='loss')
+    distill = losses['loss_distill']
+    assert torch.isfinite(distill) and distill > 0
