@@ -113,9 +113,10 @@ def parse_args():
         help='results file name without suffix (default camvid[_profile])',
     )
     parser.add_argument(
-        '--no-gears-on-mixed-aug',
+        '--no-gears-on-fine-tuned',
         action='store_true',
-        help='skip GearNN on the mixed-augmentation base',
+        help='skip the gear candidates over the mixed-augmentation and '
+        'stability-trained models',
     )
     parser.add_argument(
         '--scorings',
@@ -160,7 +161,7 @@ def main():
         tune=False if args.no_tune else None,
         tune_only=True if args.tune_only else None,
         scorings=tuple(args.scorings or ()) or None,
-        gears_on_mixed_aug=False if args.no_gears_on_mixed_aug else None,
+        gears_on_fine_tuned=False if args.no_gears_on_fine_tuned else None,
         **overrides,
     )
     benchmark = CamVidBenchmark(

@@ -179,7 +179,7 @@ METHODS: Tuple[Method, ...] = (
     ),
     # Gear recipe candidates beside the paper's (gearnn): gears distilled
     # towards the base's prediction on the clean frame, and gears over the
-    # mixed-augmentation model.
+    # mixed-augmentation and the stability-trained models.
     Method(
         'gearnn_distill',
         'selected_gears',
@@ -194,7 +194,15 @@ METHODS: Tuple[Method, ...] = (
         base='mixed_aug',
         grid=GEAR_LRS,
         candidate=True,
-        only_if='gears_on_mixed_aug',
+        only_if='gears_on_fine_tuned',
+    ),
+    Method(
+        'gearnn_on_stability',
+        'selected_gears',
+        base='stability',
+        grid=GEAR_LRS,
+        candidate=True,
+        only_if='gears_on_fine_tuned',
     ),
 )
 

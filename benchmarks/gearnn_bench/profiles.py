@@ -40,8 +40,9 @@ class BenchmarkProfile:
         num_workers (int): dataloader workers.
         batch_size (int, optional): training batch size; None keeps the
             configs'.
-        gears_on_mixed_aug (bool): also run GearNN with the mixed_aug model
-            as its base (``gearnn_on_mixed_aug``).
+        gears_on_fine_tuned (bool): also run GearNN with the mixed_aug and
+            the stability models as its base (``gearnn_on_mixed_aug``,
+            ``gearnn_on_stability``).
         bn_batches_per_gear (int): batches per gear with which
             ``GearBNRecalibrationHook`` re-estimates BN statistics after
             gear training.
@@ -75,7 +76,7 @@ class BenchmarkProfile:
     selection_steps: int = 4
     num_workers: int = 2
     batch_size: Optional[int] = None
-    gears_on_mixed_aug: bool = False
+    gears_on_fine_tuned: bool = False
     bn_batches_per_gear: int = 4
     bn_max_batches: Optional[int] = None
     crop_size: Optional[Tuple[int, int]] = None
@@ -92,7 +93,7 @@ FULL = BenchmarkProfile(
     tune=True,
     seeds=(0, 1, 2),
     curve_budgets=(),
-    gears_on_mixed_aug=True,
+    gears_on_fine_tuned=True,
 )
 
 PROFILES = {
@@ -117,7 +118,7 @@ PROFILES = {
         curve_budgets=(0.01,),
         tune=True,
         tune_points=1,
-        gears_on_mixed_aug=True,
+        gears_on_fine_tuned=True,
         selection_steps=1,
         num_workers=0,
         batch_size=2,

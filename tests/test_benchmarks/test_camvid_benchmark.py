@@ -358,7 +358,7 @@ def test_extended_profile_adds_stages_to_full():
     assert set(full.curve_budgets) < set(extended.curve_budgets)
     # The curve covers every scoring method and random selection.
     assert set(extended.curve_scorings) == set(extended.scorings) | {'random'}
-    assert extended.gears_on_mixed_aug and full.gears_on_mixed_aug
+    assert extended.gears_on_fine_tuned and full.gears_on_fine_tuned
     for field in (
         'iters',
         'budget',
