@@ -477,7 +477,8 @@ def complete_gear_config(cfg) -> List[str]:
     """Completes a gear config for a run: :func:`add_gear_distortions`,
     :func:`add_clean_copies` and :func:`add_gear_hooks`.
     ``tools/train.py`` and ``tools/test.py`` call it; call it on a config
-    before ``Runner.from_cfg`` to get the same run. Does nothing to other configs.
+    before ``Runner.from_cfg`` to get the same run. Does nothing to
+    other configs.
 
     Returns:
         list[str]: one line per change, for the log.
