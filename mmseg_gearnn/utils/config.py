@@ -239,9 +239,7 @@ def is_gear_config(cfg) -> bool:
     from ..models.segmentors import GearNNSegmentor
 
     model_class = _model_class(cfg)
-    return model_class is not None and issubclass(
-        model_class, GearNNSegmentor
-    )
+    return model_class is not None and issubclass(model_class, GearNNSegmentor)
 
 
 def is_distilled_config(cfg) -> bool:

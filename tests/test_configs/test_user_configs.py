@@ -176,9 +176,9 @@ def test_a_distilled_user_config_keeps_the_clean_frame(tmp_path):
         'RandomDistortion',
         'PackSegInputs',
     ]
-    assert 'clean_img' in cfg.train_dataloader.dataset.pipeline[-1][
-        'meta_keys'
-    ]
+    assert (
+        'clean_img' in cfg.train_dataloader.dataset.pipeline[-1]['meta_keys']
+    )
     # Testing distorts where a camera does, as for plain gears.
     assert _steps(cfg, 'test_dataloader')[1] == 'RequestedDistortion'
     assert complete_gear_config(cfg) == []
