@@ -178,8 +178,9 @@ METHODS: Tuple[Method, ...] = (
         grid={'model.optimizer.lr': (1e-3, 1e-4, 1e-2)},
     ),
     # Gear recipe candidates beside the paper's (gearnn): gears distilled
-    # towards the base's prediction on the clean frame, and gears over the
-    # mixed-augmentation and the stability-trained models.
+    # towards the base's prediction on the clean frame, gears (plain and
+    # distilled) over the mixed-augmentation model and gears over the
+    # stability-trained model.
     Method(
         'gearnn_distill',
         'selected_gears',
@@ -193,6 +194,15 @@ METHODS: Tuple[Method, ...] = (
         'selected_gears',
         base='mixed_aug',
         grid=GEAR_LRS,
+        candidate=True,
+        only_if='gears_on_fine_tuned',
+    ),
+    Method(
+        'gearnn_distill_on_mixed_aug',
+        'selected_gears',
+        config='gearnn_distill',
+        base='mixed_aug',
+        grid={'model.distill_weight': (1.0, 0.5, 2.0)},
         candidate=True,
         only_if='gears_on_fine_tuned',
     ),

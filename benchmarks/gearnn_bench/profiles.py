@@ -40,9 +40,9 @@ class BenchmarkProfile:
         num_workers (int): dataloader workers.
         batch_size (int, optional): training batch size; None keeps the
             configs'.
-        gears_on_fine_tuned (bool): also run GearNN with the mixed_aug and
-            the stability models as its base (``gearnn_on_mixed_aug``,
-            ``gearnn_on_stability``).
+        gears_on_fine_tuned (bool): also run the gear candidates over the
+            mixed_aug and the stability models (``gearnn_on_mixed_aug``,
+            ``gearnn_distill_on_mixed_aug``, ``gearnn_on_stability``).
         bn_batches_per_gear (int): batches per gear with which
             ``GearBNRecalibrationHook`` re-estimates BN statistics after
             gear training.

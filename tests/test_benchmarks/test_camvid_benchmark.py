@@ -755,10 +755,11 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert 0 < methods['gearnn']['adaptor_fraction'] <= 0.002
     # the clean gear is the base itself
     assert methods['gearnn']['clean_miou'] == methods['clean']['clean_miou']
-    assert (
-        methods['gearnn_on_mixed_aug']['clean_miou']
-        == methods['mixed_aug']['clean_miou']
-    )
+    for base in ('mixed_aug', 'stability'):
+        assert (
+            methods[f'gearnn_on_{base}']['clean_miou']
+            == methods[base]['clean_miou']
+        )
     assert set(results['budget_curve']) >= {'fisher', 'random'}
     # tuned on the tuning split (one frame of the eight), seeds as profiled
     tuning = results['tuning']
@@ -768,6 +769,8 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
         'gearnn',
         'gearnn_distill',
         'gearnn_on_mixed_aug',
+        'gearnn_distill_on_mixed_aug',
+        'gearnn_on_stability',
     }
     for name in ('online_bn', 'tent', 'gearnn_distill'):
         assert methods[name]['eval_s_per_frame'] > 0
