@@ -178,15 +178,25 @@ METHODS: Tuple[Method, ...] = (
         grid={'model.optimizer.lr': (1e-3, 1e-4, 1e-2)},
     ),
     # Gear recipe candidates beside the paper's (gearnn): gears distilled
-    # towards the base's prediction on the clean frame, gears (plain and
-    # distilled) over the mixed-augmentation model and gears over the
-    # stability-trained model.
+    # towards the base's prediction on the clean frame, several gears
+    # trained per step, gears (plain and distilled) over the
+    # mixed-augmentation model and gears over the stability-trained model.
     Method(
         'gearnn_distill',
         'selected_gears',
         config='gearnn_distill',
         grid={'model.distill_weight': (1.0, 0.5, 2.0)},
         seeded=True,
+        candidate=True,
+    ),
+    # Several gears per step: each batch of 8 split into 4 pairs, each of
+    # its own (type, level), so every gear gets 4 times the steps (of 2
+    # frames) in the same iterations.
+    Method(
+        'gearnn_shared_steps',
+        'selected_gears',
+        options={'RandomDistortion.draw_every': 2},
+        grid=GEAR_LRS,
         candidate=True,
     ),
     Method(

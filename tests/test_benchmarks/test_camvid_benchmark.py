@@ -241,6 +241,7 @@ def test_required_methods_are_those_every_profile_runs():
         'online_bn',
         'tent',
         'gearnn_distill',
+        'gearnn_shared_steps',
     )
     # every method's config is known, and every tuned method gets the same
     # effort: three grid points
@@ -768,6 +769,7 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert set(results['candidates']['table']) == {
         'gearnn',
         'gearnn_distill',
+        'gearnn_shared_steps',
         'gearnn_on_mixed_aug',
         'gearnn_distill_on_mixed_aug',
         'gearnn_on_stability',
