@@ -31,10 +31,17 @@ def read_checkpoint(path: str) -> dict:
     return load_checkpoint_safely(path, map_location='cpu')
 
 
+# Prefixes every key of a checkpoint may carry around the segmentor's own
+# names: DataParallel's, then a wrapping segmentor's (stability training).
+WRAPPER_PREFIXES = ('module.', 'segmentor.')
+
+
 def extract_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
     """The model weights of a checkpoint: its ``state_dict`` entry (an
     mmengine checkpoint) or the checkpoint itself (a bare state dict), a
-    ``module.`` prefix (DataParallel) removed."""
+    ``module.`` prefix (DataParallel) and a ``segmentor.`` prefix (a
+    wrapping segmentor such as stability training's, which holds nothing
+    else) removed."""
     if not isinstance(checkpoint, dict):
         raise TypeError(
             f'a checkpoint must be a dict, got {type(checkpoint).__name__}'
@@ -47,8 +54,9 @@ def extract_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
             'the checkpoint holds neither a state_dict entry nor a bare '
             f'state dict of tensors; its keys are {sorted(checkpoint)[:20]}'
         )
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.') :]: v for k, v in state.items()}
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 

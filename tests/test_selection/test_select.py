@@ -282,6 +282,27 @@ def test_mismatching_checkpoint_lists_the_keys(tiny_model, tmp_path):
         load_base_checkpoint(tiny_model, str(tmp_path / 'absent.pth'))
 
 
+def test_a_stability_trained_checkpoint_is_a_base(
+    tiny_model, tiny_model_cfg, tmp_path
+):
+    """Gears over a stability-trained model: its checkpoint holds the
+    wrapped segmentor under ``segmentor.``; selection used to refuse it
+    with every key missing and unexpected."""
+    from mmseg_gearnn.models.segmentors import StabilitySegmentor
+
+    wrapper = StabilitySegmentor(segmentor=tiny_model_cfg)
+    with torch.no_grad():
+        for tensor in wrapper.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(1)
+    path = tmp_path / 'stability.pth'
+    torch.save(dict(state_dict=wrapper.state_dict()), path)
+    load_base_checkpoint(tiny_model, str(path))
+    wrapped = wrapper.segmentor.state_dict()
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(v, wrapped[k]), k
+
+
 def test_matching_checkpoint_loads(tiny_model, tmp_path):
     state = {k: v + 1 for k, v in tiny_model.state_dict().items()}
     path = tmp_path / 'base.pth'
