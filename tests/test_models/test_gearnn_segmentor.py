@@ -364,6 +364,21 @@ def test_save_load_full_checkpoint_and_gears_file(tmp_path):
     for a, b in zip(expected, _logits(base_only, batch)):
         assert torch.equal(a, b)
 
+    # A stability-trained model's checkpoint (its segmentor under
+    # 'segmentor.', nothing else) is a base as well: it was refused with
+    # every gear tensor missing.
+    stability = MODELS.build(
+        dict(
+            type='StabilitySegmentor', segmentor=segmentor_cfg('deeplabv3_r18')
+        )
+    )
+    stability.segmentor.load_state_dict(model.segmentor.state_dict())
+    over_stability = build()
+    over_stability.load_state_dict(stability.state_dict())
+    for gear in (1, 2, 3):
+        for name, tensor in over_stability.gear_bank.tensors(gear).items():
+            assert torch.equal(tensor, model.segmentor.state_dict()[name])
+
     import os
 
     adaptor = model.gear_bank.adaptor_bytes()

@@ -44,9 +44,13 @@ class SegmentorWrapper(BaseSegmentor):
         self, state_dict: Dict, prefix: str, *args
     ) -> None:
         """Moves the keys of a bare segmentor checkpoint (``load_from`` a
-        base model) under ``segmentor.``; a no-op for the wrapper's own."""
+        base model) under ``segmentor.``; a no-op for the wrapper's own. A
+        checkpoint of another wrapper (stability training), holding only
+        ``segmentor.``, is a base too."""
         seg_prefix = prefix + 'segmentor.'
         if any(k.startswith(seg_prefix) for k in state_dict):
+            if not self._holds_own_state(state_dict, prefix):
+                self._after_bare_checkpoint(state_dict, prefix)
             return
         own = set(self.segmentor.state_dict())
         for key in list(state_dict):
@@ -55,6 +59,16 @@ class SegmentorWrapper(BaseSegmentor):
                     key
                 )
         self._after_bare_checkpoint(state_dict, prefix)
+
+    def _holds_own_state(self, state_dict: Dict, prefix: str) -> bool:
+        """Whether ``state_dict`` has any of the wrapper's own tensors
+        (those outside ``segmentor.``); True for a wrapper that has none."""
+        own = [
+            name
+            for name, _ in (*self.named_parameters(), *self.named_buffers())
+            if not name.startswith('segmentor.')
+        ]
+        return not own or any(prefix + name in state_dict for name in own)
 
     def _after_bare_checkpoint(self, state_dict: Dict, prefix: str) -> None:
         """Hook for subclasses: the mapped bare checkpoint, before loading."""
