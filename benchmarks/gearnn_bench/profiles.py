@@ -40,9 +40,10 @@ class BenchmarkProfile:
         num_workers (int): dataloader workers.
         batch_size (int, optional): training batch size; None keeps the
             configs'.
-        gears_on_fine_tuned (bool): also run the gear candidates over the
+        gears_on_fine_tuned (bool): also run plain gears over the
             mixed_aug and the stability models (``gearnn_on_mixed_aug``,
-            ``gearnn_distill_on_mixed_aug``, ``gearnn_on_stability``).
+            ``gearnn_on_stability``); the recipe, distilled gears over
+            the mixed_aug model, always runs.
         bn_batches_per_gear (int): batches per gear with which
             ``GearBNRecalibrationHook`` re-estimates BN statistics after
             gear training.
