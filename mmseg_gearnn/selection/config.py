@@ -38,10 +38,13 @@ def space_from_config(cfg) -> DistortionSpace:
 
 def base_model_cfg(model_cfg):
     """The base segmentor's config: ``model.segmentor`` of a GearNN config
-    (with the wrapper's data preprocessor), else ``model`` itself."""
+    (any subclass, the distilled one included; with the wrapper's data
+    preprocessor), else ``model`` itself."""
     from mmengine.config import ConfigDict
 
-    if model_cfg.get('type') != 'GearNNSegmentor':
+    from ..utils import is_gear_config
+
+    if not is_gear_config(dict(model=model_cfg)):
         return model_cfg
     base = ConfigDict(copy.deepcopy(model_cfg['segmentor']))
     if model_cfg.get('data_preprocessor') is not None:

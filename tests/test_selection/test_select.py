@@ -8,6 +8,7 @@ from mmengine.config import Config
 
 from mmseg_gearnn.selection import (
     FORMAT_VERSION,
+    base_model_cfg,
     list_candidates,
     load_base_checkpoint,
     load_selection,
@@ -280,6 +281,18 @@ def test_mismatching_checkpoint_lists_the_keys(tiny_model, tmp_path):
     ) in message
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         load_base_checkpoint(tiny_model, str(tmp_path / 'absent.pth'))
+
+
+@pytest.mark.parametrize(
+    'wrapper', ['GearNNSegmentor', 'DistilledGearNNSegmentor']
+)
+def test_the_base_of_every_gear_model_is_its_segmentor(
+    wrapper, tiny_model_cfg
+):
+    """A distilled gear config's base used to be the whole wrapper."""
+    gear_cfg = dict(type=wrapper, segmentor=tiny_model_cfg, space=None)
+    assert base_model_cfg(gear_cfg)['type'] == tiny_model_cfg['type']
+    assert base_model_cfg(tiny_model_cfg) is tiny_model_cfg
 
 
 def test_a_stability_trained_checkpoint_is_a_base(
