@@ -20,15 +20,18 @@ _base_ = ['./deeplabv3_cityscapes_base.py']
 # The base: mmseg's released DeepLabV3 R50-D8 Cityscapes 512x1024 (40k).
 # Without a base checkpoint the run stops (AdaptorSelectionHook): gears
 # adapt a trained base, never random weights.
-load_from = (
-    'https://download.openmmlab.com/mmsegmentation/v0.5/deeplabv3/'
-    'deeplabv3_r50-d8_512x1024_40k_cityscapes/'
-    'deeplabv3_r50-d8_512x1024_40k_cityscapes_20200605_022449-acadc2f8.pth'
-)
+load_from = _base_.released_base
 
+# The shipped gear recipe: beside the label loss, each gear learns the
+# base's own prediction on the clean frame (a per-pixel KL term,
+# DistilledGearNNSegmentor), chosen over plain gears on the CamVid tuning
+# split (benchmarks/results/camvid.md, gearnn_recipe). The paper's plain
+# gears: model.type='GearNNSegmentor' (the clean copy is then unused).
 model = dict(
     _delete_=True,
-    type='GearNNSegmentor',
+    type='DistilledGearNNSegmentor',
+    distill_weight=1.0,
+    temperature=1.0,
     # load_from holds every base tensor: no ImageNet backbone to fetch.
     segmentor=dict(_base_.model, pretrained=None),
     data_preprocessor=_base_.model.data_preprocessor,
@@ -42,7 +45,8 @@ model = dict(
 
 # Every image of a batch shares one gear (draw_every = batch size), so that
 # adapted BN statistics see the whole batch; the clean gear is the base and
-# has nothing to learn.
+# has nothing to learn. The clean copy, kept right before the distortion,
+# is the distillation's input.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -54,13 +58,17 @@ train_pipeline = [
     ),
     dict(type='RandomCrop', crop_size=_base_.crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
+    dict(type='KeepCleanCopy'),
     dict(
         type='RandomDistortion',
         space=_base_.distortion_space,
         clean_prob=0.0,
         draw_every=2,
     ),
-    dict(type='PackSegInputs', meta_keys=_base_.gearnn_meta_keys),
+    dict(
+        type='PackSegInputs',
+        meta_keys=_base_.gearnn_meta_keys + ('clean_img',),
+    ),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 

@@ -7,6 +7,14 @@ _base_ = [
     'mmseg::deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py',
 ]
 
+# mmseg's released DeepLabV3 R50-D8 Cityscapes 512x1024 (40k): the base the
+# gear recipe starts from.
+released_base = (
+    'https://download.openmmlab.com/mmsegmentation/v0.5/deeplabv3/'
+    'deeplabv3_r50-d8_512x1024_40k_cityscapes/'
+    'deeplabv3_r50-d8_512x1024_40k_cityscapes_20200605_022449-acadc2f8.pth'
+)
+
 # The images are distorted as a camera would deliver them (before resizing).
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -27,6 +27,7 @@ from mmseg_gearnn.utils import load_checkpoint_safely
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'gearnn' / 'deeplabv3_cityscapes.py'
+MIXED = CONFIG.with_name('deeplabv3_cityscapes_mixed.py')
 TOOLS = REPO_ROOT / 'tools'
 TIMEOUT = 180  # seconds; each run takes about 15 s on an idle 2-core CPU
 FRAME = (64, 128)  # (h, w) of the procedural frames
@@ -143,9 +144,21 @@ def test_config_names_the_released_base():
     assert any(h.type == 'AdaptorSelectionHook' for h in cfg.custom_hooks)
 
 
+def test_config_ships_the_distilled_recipe():
+    cfg = Config.fromfile(str(CONFIG))
+    assert cfg.model.type == 'DistilledGearNNSegmentor'
+    assert cfg.model.distill_weight == 1.0
+    steps = [step['type'] for step in cfg.train_dataloader.dataset.pipeline]
+    # The clean copy is taken after the crop, right before the distortion.
+    assert steps[-3:] == ['KeepCleanCopy', 'RandomDistortion', 'PackSegInputs']
+    assert 'clean_img' in cfg.train_dataloader.dataset.pipeline[-1].meta_keys
+
+
 def test_train_selects_then_trains_gears_on_the_frozen_base(trained):
     work_dir, out = trained['work_dir'], trained['output']
     assert 'Iter(train) [2/2]' in out, out[-3000:]
+    logs = [p.read_text() for p in work_dir.rglob('*.log')]
+    assert any('loss_distill' in text for text in logs)  # the recipe's loss
     record = load_selection(str(work_dir / 'selection.json'))
     assert record['method'] == 'fisher'
     assert record['budget']['asked_fraction'] == 0.002
@@ -200,3 +213,46 @@ def test_train_without_a_base_stops(tmp_path):
     assert rc != 0
     assert 'RuntimeError: no checkpoint has filled the base model' in out
     assert not (tmp_path / 'work_dir' / 'selection.json').exists()
+
+
+def test_the_mixed_base_step_then_gears_over_it(trained, tmp_path):
+    """The recipe's first step: the base fine-tuned on distorted frames
+    (every weight moves), then the flagship's gears over that model."""
+    root = trained['root']
+    # The same shrinking for the plain segmentor (no wrapper, no adaptor).
+    plain = [
+        option.replace('model.segmentor.', 'model.')
+        for option in SHRINK
+        if not option.startswith(('model.adaptor', 'custom_hooks'))
+    ]
+    work_dir = tmp_path / 'mixed'
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / 'train.py'), str(MIXED)]
+        + [
+            '--work-dir',
+            str(work_dir),
+            '--data-root',
+            str(root / 'cityscapes'),
+        ]
+        + ['--cfg-options', *plain, 'train_cfg.max_iters=2']
+        + [f'load_from={root / "base.pth"}'],
+        cwd=root,
+        env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1'),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    mixed = work_dir / 'iter_2.pth'
+    state = load_checkpoint_safely(str(mixed))['state_dict']
+    assert set(state) == set(trained['base'])
+    assert not torch.equal(
+        state['backbone.stem.0.weight'],
+        trained['base']['backbone.stem.0.weight'],
+    )
+    rc, out = _train(root, tmp_path / 'gears', f'load_from={mixed}')
+    assert rc == 0, out[-6000:]
+    gears = load_checkpoint_safely(str(tmp_path / 'gears' / 'iter_2.pth'))
+    for name, tensor in state.items():
+        assert torch.equal(gears['state_dict'][f'segmentor.{name}'], tensor)
