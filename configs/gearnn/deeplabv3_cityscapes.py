@@ -26,7 +26,9 @@ load_from = _base_.released_base
 # base's own prediction on the clean frame (a per-pixel KL term,
 # DistilledGearNNSegmentor), chosen over plain gears on the CamVid tuning
 # split (benchmarks/results/camvid.md, gearnn_recipe). The paper's plain
-# gears: model.type='GearNNSegmentor' (the clean copy is then unused).
+# gears: model.distill_weight=0 (the clean copy is then unused). The
+# recipe's first step, a base fine-tuned on distorted frames:
+# deeplabv3_cityscapes_mixed.py.
 model = dict(
     _delete_=True,
     type='DistilledGearNNSegmentor',
