@@ -79,7 +79,7 @@ def test_swap_the_backbone_of_a_gear_config(tmp_path):
         snippet.replace('path/to/mmseg_gearnn/', f'{REPO_ROOT.as_posix()}/')
     )
     cfg = Config.fromfile(str(path))
-    assert cfg.model.type == 'GearNNSegmentor'
+    assert cfg.model.type == 'DistilledGearNNSegmentor'  # the recipe's
     assert cfg.model.segmentor.backbone.depth == 101
     cfg.model.segmentor.pretrained = None  # nothing is downloaded
     init_default_scope('mmseg')

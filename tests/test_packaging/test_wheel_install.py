@@ -163,6 +163,9 @@ def test_user_config_inherits_packaged_config(scratch_python, tmp_path):
     for path in (result['plugin'], result['installed_path']):
         assert Path(path).resolve().is_relative_to(venv), path
     assert result['custom_imports'] == ['mmseg_gearnn']
-    assert result['loaded'] == {name: 'GearNNSegmentor' for name in names}
+    assert result['loaded'] == {
+        TINY_CONFIG: 'GearNNSegmentor',
+        'gearnn/deeplabv3_cityscapes.py': 'DistilledGearNNSegmentor',
+    }
     assert result['model'] == 'GearNNSegmentor'
     assert result['default_gear'] == 1
