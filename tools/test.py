@@ -4,7 +4,7 @@
 The config loads the plugin (``custom_imports`` in
 ``configs/_base_/gearnn_runtime.py``); this script only parses arguments,
 completes a gear config that inherits an mmseg pipeline, applies the flags
-(:mod:`mmseg_gearnn.utils.config`), builds the Runner and tests; the
+(:mod:`mmseg_gearnn.utils.gear_config`), builds the Runner and tests; the
 metrics (mIoU, ...) are logged.
 """
 

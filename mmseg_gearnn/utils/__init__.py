@@ -5,13 +5,7 @@ from .checkpoint import (
     register_safe_globals,
 )
 from .config import (
-    add_clean_copies,
-    add_gear_distortions,
-    add_gear_hooks,
-    complete_gear_config,
     enable_amp,
-    is_distilled_config,
-    is_gear_config,
     resume_from_work_dir,
     set_crop_size,
     set_data_root,
@@ -26,6 +20,14 @@ from .dist import (
     run_on_main_process,
     setup_dist_train,
     teardown_dist,
+)
+from .gear_config import (
+    add_clean_copies,
+    add_gear_distortions,
+    add_gear_hooks,
+    complete_gear_config,
+    is_distilled_config,
+    is_gear_config,
 )
 from .io import atomic_torch_save, atomic_write
 

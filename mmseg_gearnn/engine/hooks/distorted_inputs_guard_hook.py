@@ -6,7 +6,7 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import HOOKS
 
 from ...distortions.transforms import _DistortionTransform
-from ...utils.config import GEAR_META_KEY
+from ...utils.gear_config import GEAR_META_KEY
 
 # The loss key a GearNNSegmentor logs for a batch that trained no gear.
 NO_DISTORTED_SAMPLES = 'loss_no_distorted_samples'
