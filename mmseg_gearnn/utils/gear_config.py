@@ -119,6 +119,16 @@ def _pack_steps(node) -> list:
     return found
 
 
+def _packed_meta_key(pipeline, meta_key: str, where: str) -> List[str]:
+    """Adds ``meta_key`` to every ``PackSegInputs`` of ``pipeline``; one
+    log line per step changed."""
+    return [
+        f"{where}: '{meta_key}' added to PackSegInputs' meta_keys"
+        for pack in _pack_steps(pipeline)
+        if with_meta_key(pack, meta_key)
+    ]
+
+
 def _pipelines(dataset) -> list:
     """The pipelines of a dataset config and of the datasets it wraps."""
     if not isinstance(dataset, dict):
@@ -199,12 +209,7 @@ def add_gear_distortions(cfg) -> List[str]:
             pipeline.insert(at, step)
             where = f'after {pipeline[at - 1]["type"]}' if at else 'first'
             changes.append(f'{key}: {step["type"]} inserted {where}')
-        for pack in _pack_steps(pipeline):
-            if with_meta_key(pack, GEAR_META_KEY):
-                changes.append(
-                    f"{key}: '{GEAR_META_KEY}' added to PackSegInputs' "
-                    'meta_keys'
-                )
+        changes += _packed_meta_key(pipeline, GEAR_META_KEY, key)
     return changes
 
 
@@ -235,12 +240,7 @@ def add_clean_copies(cfg) -> List[str]:
                 'train_dataloader: KeepCleanCopy inserted before '
                 f'{pipeline[distortions[0] + 1]["type"]}'
             )
-        for pack in _pack_steps(pipeline):
-            if with_meta_key(pack, CLEAN_IMG):
-                changes.append(
-                    f"train_dataloader: '{CLEAN_IMG}' added to "
-                    "PackSegInputs' meta_keys"
-                )
+        changes += _packed_meta_key(pipeline, CLEAN_IMG, 'train_dataloader')
     return changes
 
 
