@@ -49,17 +49,7 @@ model = dict(
 # adapted BN statistics see the whole batch; the clean gear is the base and
 # has nothing to learn. The clean copy, kept right before the distortion,
 # is the distillation's input.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(
-        type='RandomResize',
-        scale=(2048, 1024),
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True,
-    ),
-    dict(type='RandomCrop', crop_size=_base_.crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
+train_pipeline = _base_.train_geometry + [
     dict(type='KeepCleanCopy'),
     dict(
         type='RandomDistortion',

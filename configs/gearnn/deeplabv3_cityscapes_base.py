@@ -15,6 +15,21 @@ released_base = (
     'deeplabv3_r50-d8_512x1024_40k_cityscapes_20200605_022449-acadc2f8.pth'
 )
 
+# mmseg's Cityscapes training geometry, before the gear configs' own
+# distortion steps.
+train_geometry = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(
+        type='RandomResize',
+        scale=(2048, 1024),
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True,
+    ),
+    dict(type='RandomCrop', crop_size=_base_.crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+]
+
 # The images are distorted as a camera would deliver them (before resizing).
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -15,17 +15,7 @@ load_from = _base_.released_base
 # load_from holds every base tensor: no ImageNet backbone to fetch.
 model = dict(pretrained=None)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(
-        type='RandomResize',
-        scale=(2048, 1024),
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True,
-    ),
-    dict(type='RandomCrop', crop_size=_base_.crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
+train_pipeline = _base_.train_geometry + [
     dict(
         type='RandomDistortion',
         space=_base_.distortion_space,
