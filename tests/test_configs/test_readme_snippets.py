@@ -1,5 +1,6 @@
-"""README's configs for users' own projects, copied from README.md and
-run as a user runs them, so that they cannot drift from what works."""
+"""The configs for users' own projects, copied from docs/usage.md (and the
+one README.md shows) and run as a user runs them, so that they cannot drift
+from what works."""
 
 import os
 import subprocess
@@ -11,11 +12,12 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from user_configs import (
     FAMILIES,
+    README,
     REPO_ROOT,
     as_cli,
     cityscapes_layout,
+    doc_block,
     own_project_config,
-    readme_block,
     run_options,
 )
 
@@ -72,8 +74,14 @@ def test_own_project_config_trains_gears_with_tools_train(tmp_path):
     assert (work_dir / 'gears.pth').is_file()
 
 
+def test_readme_shows_the_tested_own_project_config():
+    assert doc_block('## Use it', index=0, doc=README) == doc_block(
+        '### In your own project'
+    )
+
+
 def test_swap_the_backbone_of_a_gear_config(tmp_path):
-    snippet = readme_block('### In your own project', index=1)
+    snippet = doc_block('### In your own project', index=1)
     path = tmp_path / 'my_r101_gears.py'
     path.write_text(
         snippet.replace('path/to/mmseg_gearnn/', f'{REPO_ROOT.as_posix()}/')

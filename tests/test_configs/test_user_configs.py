@@ -1,6 +1,6 @@
 """A user config that wraps an mmseg segmentor trains gears.
 
-README's "In your own project" config (copied from README.md) around three
+The "In your own project" config (copied from docs/usage.md) around three
 model families of mmseg's own configs, shrunk to run in seconds: mmseg's
 inherited pipeline has no distortion transform, so without help every
 sample runs on the clean gear and training trains nothing.
@@ -21,7 +21,8 @@ from user_configs import (
 )
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.utils import complete_gear_config, set_crop_size
+from mmseg_gearnn.engine import complete_gear_config
+from mmseg_gearnn.utils import set_crop_size
 
 MAX_ITERS = 3
 # The BN re-estimation after training, at its smallest: a few batches.
@@ -99,7 +100,7 @@ def test_a_plain_mmseg_config_is_left_alone(tmp_path):
 
 
 def test_runner_without_the_transform_stops_naming_it(tmp_path):
-    """The README config built straight into a Runner (no tool, nothing
+    """The docs' config built straight into a Runner (no tool, nothing
     completed) trained nothing for as long as it ran and exited cleanly."""
     runner = Runner.from_cfg(_config(tmp_path, 'pspnet'))
     with pytest.raises(RuntimeError) as err:

@@ -1,8 +1,9 @@
-"""User configs as the README shows them, shrunk to run on a CPU in seconds
+"""User configs as the docs show them, shrunk to run on a CPU in seconds
 (not a test module).
 
-The README's "In your own project" snippet is copied from README.md, so a
-test of it cannot drift from what users read; only its paths are changed:
+The "In your own project" snippet is copied from docs/usage.md (README.md
+shows the same block, checked equal), so a test of it cannot drift from
+what users read; only its paths are changed:
 the plugin's folder and the base mmseg config (three model families).
 Each family is shrunk with the overrides a user would pass through
 ``--cfg-options`` (tiny widths, no pretrained weights) and trains on a few
@@ -21,14 +22,16 @@ from mmseg_gearnn.datasets.procedural import render_street
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / 'README.md'
+USAGE = REPO_ROOT / 'docs' / 'usage.md'
 PSPNET = 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py'
 CROP = (32, 32)  # (h, w)
 NUM_FRAMES = 2
 
 
-def readme_block(heading: str, index: int = 0) -> str:
-    """The ``index``-th python block under README's ``heading``."""
-    text = README.read_text()
+def doc_block(heading: str, index: int = 0, doc: Path = USAGE) -> str:
+    """The ``index``-th python block under ``heading`` in ``doc`` (by
+    default docs/usage.md), up to the next heading."""
+    text = doc.read_text()
     start = text.index(heading)
     end = text.find('\n#', start + len(heading))
     section = text[start : end if end != -1 else None]
@@ -37,9 +40,9 @@ def readme_block(heading: str, index: int = 0) -> str:
 
 
 def own_project_config(path: Path, mmseg_config: str = PSPNET) -> Path:
-    """Writes README's "In your own project" config to ``path``, with the
+    """Writes the docs' "In your own project" config to ``path``, with the
     plugin's folder and the mmseg base config filled in."""
-    snippet = readme_block('### In your own project')
+    snippet = doc_block('### In your own project')
     assert PSPNET in snippet, snippet
     text = snippet.replace(
         'path/to/mmseg_gearnn/', f'{REPO_ROOT.as_posix()}/'
@@ -162,7 +165,7 @@ def run_options(data_root: Path, work_dir: Path, max_iters: int = 4) -> dict:
     """The run's overrides: the data, a short schedule, one process."""
     return {
         'work_dir': str(work_dir),
-        'model.adaptor': 'bn',  # README: "or 'bn', 'all', a list of names"
+        'model.adaptor': 'bn',  # the docs: "or 'bn', 'all', a list of names"
         'train_dataloader.dataset.data_root': str(data_root),
         'val_dataloader.dataset.data_root': str(data_root),
         'test_dataloader.dataset.data_root': str(data_root),
