@@ -34,6 +34,6 @@ gearnn_hooks = [
 # the line to add, when no sample can reach a gear (e.g. an inherited mmseg
 # pipeline without a distortion transform). tools/train.py and tools/test.py
 # add the transform and the rest of gearnn_hooks to such a config
-# (mmseg_gearnn.utils.complete_gear_config); the hook does nothing for
+# (mmseg_gearnn.engine.complete_gear_config); the hook does nothing for
 # models without gears.
 custom_hooks = [dict(type='DistortedInputsGuardHook', max_clean_iters=20)]

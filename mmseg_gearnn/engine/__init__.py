@@ -1,3 +1,12 @@
+from .gear_config import (
+    GEAR_META_KEY,
+    add_clean_copies,
+    add_gear_distortions,
+    add_gear_hooks,
+    complete_gear_config,
+    is_distortion_step,
+    use_tta,
+)
 from .hooks import (
     ChannelsLastHook,
     FiniteGearsHook,
@@ -12,6 +21,13 @@ from .optimizers import GearOptimWrapperConstructor
 from .runner import ConsoleRunner
 
 __all__ = [
+    'GEAR_META_KEY',
+    'add_clean_copies',
+    'add_gear_distortions',
+    'add_gear_hooks',
+    'complete_gear_config',
+    'is_distortion_step',
+    'use_tta',
     'ChannelsLastHook',
     'ConsoleRunner',
     'FiniteGearsHook',

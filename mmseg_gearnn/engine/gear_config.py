@@ -6,6 +6,13 @@ config)."""
 import copy
 from typing import List
 
+from mmseg.registry import TRANSFORMS
+
+from ..distortions.clean_copy import CLEAN_IMG
+from ..distortions.transforms import _DistortionTransform
+from ..models.model_kind import is_distilled_config, is_gear_config
+from ..utils.config import with_meta_key
+
 GEAR_META_KEY = 'distortion'
 _PIPELINE_KEYS = {
     'train_dataloader': 'train',
@@ -14,47 +21,9 @@ _PIPELINE_KEYS = {
 }
 
 
-def _model_class(cfg):
-    """The class of the config's model (the segmentor under a test-time
-    augmentation wrapper); None where it is not registered."""
-    from mmseg.registry import MODELS
-
-    model = cfg.get('model', None) or {}
-    if model.get('module') is not None and 'segmentor' not in model:
-        model = model['module']  # a TTA model around the segmentor
-    model_type = model.get('type')
-    if isinstance(model_type, str):
-        model_type = MODELS.get(model_type)
-    return model_type if isinstance(model_type, type) else None
-
-
-def is_gear_config(cfg) -> bool:
-    """Whether the config's model is a :class:`GearNNSegmentor` (or a
-    subclass), also under a test-time augmentation wrapper."""
-    from ..models.segmentors import GearNNSegmentor
-
-    model_class = _model_class(cfg)
-    return model_class is not None and issubclass(model_class, GearNNSegmentor)
-
-
-def is_distilled_config(cfg) -> bool:
-    """Whether the config's model is a
-    :class:`DistilledGearNNSegmentor` (or a subclass): its training
-    compares every distorted frame with the clean one."""
-    from ..models.segmentors import DistilledGearNNSegmentor
-
-    model_class = _model_class(cfg)
-    return model_class is not None and issubclass(
-        model_class, DistilledGearNNSegmentor
-    )
-
-
 def is_distortion_step(step) -> bool:
-    from mmseg.registry import TRANSFORMS
-
-    # The shared base of the transforms that write results['distortion'].
-    from ..distortions.transforms import _DistortionTransform
-
+    """Whether a pipeline step writes ``results['distortion']`` (a
+    subclass of the distortion transforms' shared base)."""
     step_type = step.get('type') if isinstance(step, dict) else None
     if isinstance(step_type, str):
         step_type = TRANSFORMS.get(step_type)
@@ -89,19 +58,6 @@ def _image_loaded_at(pipeline) -> int:
         if isinstance(step_type, type) and 'LoadImage' in step_type.__name__:
             return i + 1
     return 0
-
-
-def with_meta_key(step: dict, key: str) -> bool:
-    """Adds ``key`` to a ``PackSegInputs`` step's meta keys (mmseg's
-    defaults where it sets none); True if it was missing."""
-    if 'meta_keys' not in step:
-        from mmseg.datasets.transforms import PackSegInputs
-
-        step['meta_keys'] = PackSegInputs.__init__.__defaults__[0]
-    if key in step['meta_keys']:
-        return False
-    step['meta_keys'] = tuple(step['meta_keys']) + (key,)
-    return True
 
 
 def _pack_steps(node) -> list:
@@ -225,8 +181,6 @@ def add_clean_copies(cfg) -> List[str]:
     """
     if not is_distilled_config(cfg):
         return []
-    from ..distortions.clean_copy import CLEAN_IMG
-
     changes = []
     dataset = (cfg.get('train_dataloader') or {}).get('dataset')
     for pipeline in _pipelines(dataset):
@@ -279,3 +233,54 @@ def complete_gear_config(cfg) -> List[str]:
     return (
         add_gear_distortions(cfg) + add_clean_copies(cfg) + add_gear_hooks(cfg)
     )
+
+
+# -- a tool flag that depends on the model ----------------------------------
+def _innermost(dataset):
+    """The dataset config that holds the pipeline (inside wrappers such as
+    ``DistortionSweepDataset``)."""
+    while isinstance(dataset, dict) and 'pipeline' not in dataset:
+        if dataset.get('dataset') is None:
+            break
+        dataset = dataset['dataset']
+    return dataset
+
+
+def use_tta(cfg) -> None:
+    """Tests with test-time augmentation (``tools/test.py --tta``): the
+    config's ``tta_pipeline`` becomes the test dataset's pipeline (inside
+    a ``DistortionSweepDataset`` too, so every distortion is still swept)
+    and ``tta_model`` wraps the model.
+
+    Call :func:`complete_gear_config` first on a gear config: it puts the
+    distortion transform into ``tta_pipeline``, before the augmentations.
+
+    Raises:
+        ValueError: if the config has no ``tta_pipeline`` or ``tta_model``,
+            or a gear config's ``tta_pipeline`` does not distort (the swept
+            distortions would not be applied).
+    """
+    missing = [k for k in ('tta_pipeline', 'tta_model') if not cfg.get(k)]
+    if missing:
+        raise ValueError(
+            f"--tta needs {' and '.join(missing)} in the config (mmseg's "
+            'dataset configs define tta_pipeline; tta_model=dict(type='
+            "'SegTTAModel') is in mmseg's default_runtime.py)"
+        )
+    dataset = _innermost(cfg.test_dataloader.get('dataset'))
+    if not isinstance(dataset, dict) or 'pipeline' not in dataset:
+        raise ValueError(
+            'the test dataset has no pipeline to replace with tta_pipeline'
+        )
+    if is_gear_config(cfg) and not any(
+        is_distortion_step(step) for step in cfg.tta_pipeline
+    ):
+        raise ValueError(
+            "a gear config's tta_pipeline needs a distortion transform "
+            'after its image loading step, or the augmented inputs are '
+            'clean whatever distortion the test asks for; '
+            'mmseg_gearnn.engine.complete_gear_config(cfg) inserts it'
+        )
+    dataset['pipeline'] = copy.deepcopy(cfg.tta_pipeline)
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model

@@ -8,6 +8,7 @@ from typing import Optional
 import torch.nn as nn
 
 from ..distortions import DistortionSpace, build_space
+from ..models.model_kind import is_gear_config
 from .base_weights import load_base_checkpoint
 from .data import DataloaderBatchSource
 from .scores import get_scorer
@@ -41,8 +42,6 @@ def base_model_cfg(model_cfg):
     (any subclass, the distilled one included; with the wrapper's data
     preprocessor), else ``model`` itself."""
     from mmengine.config import ConfigDict
-
-    from ..utils import is_gear_config
 
     if not is_gear_config(dict(model=model_cfg)):
         return model_cfg

@@ -12,7 +12,7 @@ from .config import (
     set_distortion_space,
     show_inputs,
     skip_bad_files,
-    use_tta,
+    with_meta_key,
     write_predictions,
 )
 from .dist import (
@@ -21,27 +21,13 @@ from .dist import (
     setup_dist_train,
     teardown_dist,
 )
-from .gear_config import (
-    add_clean_copies,
-    add_gear_distortions,
-    add_gear_hooks,
-    complete_gear_config,
-    is_distilled_config,
-    is_gear_config,
-)
 from .io import atomic_torch_save, atomic_write
 
 __all__ = [
-    'add_clean_copies',
-    'add_gear_distortions',
-    'add_gear_hooks',
-    'complete_gear_config',
     'enable_amp',
-    'is_distilled_config',
-    'is_gear_config',
     'resume_from_work_dir',
     'show_inputs',
-    'use_tta',
+    'with_meta_key',
     'write_predictions',
     'atomic_torch_save',
     'atomic_write',

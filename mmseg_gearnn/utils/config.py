@@ -2,9 +2,20 @@
 
 import copy
 
-from .gear_config import is_distortion_step, is_gear_config, with_meta_key
+from mmseg.datasets.transforms import PackSegInputs
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def with_meta_key(step: dict, key: str) -> bool:
+    """Adds ``key`` to a ``PackSegInputs`` step's meta keys (mmseg's
+    defaults where it sets none); True if it was missing."""
+    if 'meta_keys' not in step:
+        step['meta_keys'] = PackSegInputs.__init__.__defaults__[0]
+    if key in step['meta_keys']:
+        return False
+    step['meta_keys'] = tuple(step['meta_keys']) + (key,)
+    return True
 
 
 def _set_root(dataset, root: str) -> int:
@@ -291,56 +302,6 @@ def show_inputs(
     )
     hooks['visualization'] = hook
     return hook
-
-
-def _innermost(dataset):
-    """The dataset config that holds the pipeline (inside wrappers such as
-    ``DistortionSweepDataset``)."""
-    while isinstance(dataset, dict) and 'pipeline' not in dataset:
-        if dataset.get('dataset') is None:
-            break
-        dataset = dataset['dataset']
-    return dataset
-
-
-def use_tta(cfg) -> None:
-    """Tests with test-time augmentation (``tools/test.py --tta``): the
-    config's ``tta_pipeline`` becomes the test dataset's pipeline (inside
-    a ``DistortionSweepDataset`` too, so every distortion is still swept)
-    and ``tta_model`` wraps the model.
-
-    Call :func:`complete_gear_config` first on a gear config: it puts the
-    distortion transform into ``tta_pipeline``, before the augmentations.
-
-    Raises:
-        ValueError: if the config has no ``tta_pipeline`` or ``tta_model``,
-            or a gear config's ``tta_pipeline`` does not distort (the swept
-            distortions would not be applied).
-    """
-    missing = [k for k in ('tta_pipeline', 'tta_model') if not cfg.get(k)]
-    if missing:
-        raise ValueError(
-            f"--tta needs {' and '.join(missing)} in the config (mmseg's "
-            'dataset configs define tta_pipeline; tta_model=dict(type='
-            "'SegTTAModel') is in mmseg's default_runtime.py)"
-        )
-    dataset = _innermost(cfg.test_dataloader.get('dataset'))
-    if not isinstance(dataset, dict) or 'pipeline' not in dataset:
-        raise ValueError(
-            'the test dataset has no pipeline to replace with tta_pipeline'
-        )
-    if is_gear_config(cfg) and not any(
-        is_distortion_step(step) for step in cfg.tta_pipeline
-    ):
-        raise ValueError(
-            "a gear config's tta_pipeline needs a distortion transform "
-            'after its image loading step, or the augmented inputs are '
-            'clean whatever distortion the test asks for; '
-            'mmseg_gearnn.utils.complete_gear_config(cfg) inserts it'
-        )
-    dataset['pipeline'] = copy.deepcopy(cfg.tta_pipeline)
-    cfg.tta_model.module = cfg.model
-    cfg.model = cfg.tta_model
 
 
 def resume_from_work_dir(cfg) -> str:

@@ -21,8 +21,8 @@ from mmseg.registry import MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.engine import use_tta
 from mmseg_gearnn.engine.hooks.gear_visualization_hook import caption_of
-from mmseg_gearnn.utils import use_tta
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS = REPO_ROOT / 'tools'

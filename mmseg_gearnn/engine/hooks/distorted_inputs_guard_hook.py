@@ -6,13 +6,13 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import HOOKS
 
 from ...distortions.transforms import _DistortionTransform
-from ...utils.gear_config import GEAR_META_KEY
+from ..gear_config import GEAR_META_KEY
 
 # The loss key a GearNNSegmentor logs for a batch that trained no gear.
 NO_DISTORTED_SAMPLES = 'loss_no_distorted_samples'
 
 _FIX = (
-    'Call mmseg_gearnn.utils.complete_gear_config(cfg) before building '
+    'Call mmseg_gearnn.engine.complete_gear_config(cfg) before building '
     'the Runner (tools/train.py and tools/test.py do), or edit the config'
 )
 
