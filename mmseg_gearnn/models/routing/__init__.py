@@ -13,6 +13,7 @@ from .base import COMPOUND_ROUTING, LEVEL_ROUTING, GearRouter
 from .policies import (
     ROUTING_POLICIES,
     CheckedGearRouter,
+    ConfidentGearRouter,
     DefaultGearRouter,
     EstimateGearRouter,
     MetadataGearRouter,
@@ -62,6 +63,7 @@ __all__ = [
     'LEVEL_ROUTING',
     'ROUTING_POLICIES',
     'CheckedGearRouter',
+    'ConfidentGearRouter',
     'DefaultGearRouter',
     'EstimateGearRouter',
     'GearRouter',

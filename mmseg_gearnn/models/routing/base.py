@@ -247,6 +247,14 @@ class GearRouter:
     ) -> List[int]:
         """The estimator's gear for each input image, preprocessed by
         ``preprocessor`` (a ``SegDataPreProcessor``: undone here)."""
+        probs = self.estimate_probabilities(inputs, data_samples, preprocessor)
+        return probs.argmax(dim=1).tolist()
+
+    def estimate_probabilities(
+        self, inputs: Tensor, data_samples: Optional[Sequence], preprocessor
+    ) -> Tensor:
+        """The estimator's gear probabilities ``(N, num_gears)`` of each
+        input image (see :meth:`estimate_gears`)."""
         if self.estimator is None:
             raise ValueError(
                 f'routing={self.policy!r} needs a distortion estimator: '
@@ -273,4 +281,4 @@ class GearRouter:
             else 'bgr'
         )
         crops = [image.clamp(0, 255) for image in images]
-        return self.estimator.predict_gears(crops, order).tolist()
+        return self.estimator.predict_proba(crops, order)

@@ -5,12 +5,15 @@ in mmseg's ``MODELS`` and named by the segmentor's ``router`` config, e.g.
 ``router=dict(type='CheckedGearRouter', estimator='estimator.pth')``.
 """
 
+import numbers
 from typing import List, Optional, Sequence
 
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..gear_bank import route_pairs
+from ...distortions import CLEAN, CLEAN_GEAR
+from ...distortions.space import parse_distortion_record
+from ..gear_bank import Route, route_pairs
 from .base import Decision, GearRouter
 
 
@@ -91,6 +94,128 @@ class DefaultGearRouter(GearRouter):
         return [(None, 'default')] * inputs.shape[0]
 
 
+@MODELS.register_module()
+class ConfidentGearRouter(GearRouter):
+    """The gear the metadata names, else the estimate when the estimator
+    is confident, else no gear: ``default_gear`` (gear 0, the base itself).
+
+    For a distortion no gear was trained on, the estimator still names the
+    nearest gear, and that gear can do worse than the base (a robust base,
+    e.g. one fine-tuned on mixed distortions, often does better on what
+    nothing fits). This policy runs a sample on the estimated gear only
+    when the estimator gives that gear a probability of at least
+    ``threshold``; below it the sample falls back to ``default_gear``.
+
+    Per sample, in order:
+
+    - metadata naming a level of the gear table (or clean, or a gear id):
+      its gear, as :class:`MetadataGearRouter` routes it;
+    - metadata naming a type the table lacks, or none: the estimate if its
+      probability is ``>= threshold`` (source ``'estimate'``), else
+      ``default_gear`` (source ``'fallback'``);
+    - a sample routed to the clean gear 0 (by metadata or estimate) runs
+      on ``clean_gear``: gear 0 itself by default, or a gear the table
+      lists and that was trained on clean frames (e.g. an identity level
+      such as ``brightness`` 1.0), which wins back clean accuracy over a
+      robust base.
+
+    Each sample's metainfo also gets ``gear_confidence`` (the estimate's
+    probability; None where the metadata decided).
+
+    Args:
+        space (dict | DistortionSpace): the gear table.
+        threshold (float): the least probability of the estimated gear,
+            in [0, 1]; 0 always takes the estimate (the ``'estimate'``
+            policy, with metadata and ``clean_gear``).
+        clean_gear (int): the gear a clean sample runs on (default 0).
+        **kwargs: the arguments of :class:`GearRouter` (``estimator`` is
+            required).
+    """
+
+    policy = 'confident'
+    needs_estimator = True
+
+    def __init__(
+        self,
+        space,
+        threshold: float = 0.5,
+        clean_gear: int = CLEAN_GEAR,
+        **kwargs,
+    ) -> None:
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, numbers.Real)
+            or not 0.0 <= threshold <= 1.0
+        ):
+            raise ValueError(
+                f'threshold must be a probability in [0, 1], got {threshold!r}'
+            )
+        super().__init__(space, **kwargs)
+        if isinstance(clean_gear, bool) or not isinstance(clean_gear, int):
+            raise ValueError(
+                f'clean_gear must be a gear id, got {clean_gear!r}'
+            )
+        self.space.level_of(clean_gear)  # raises outside the gear table
+        self.threshold = float(threshold)
+        self.clean_gear = clean_gear
+
+    def known_metadata_route(self, data_sample) -> Optional[Route]:
+        """The metadata route of a sample whose metadata the gear table
+        can route (None without metadata or for a type the table lacks)."""
+        record = parse_distortion_record(
+            data_sample.metainfo.get('distortion')
+            if data_sample is not None
+            else None
+        )
+        if record is None:
+            return None
+        types = (
+            [c.type for c in record.components]
+            if record.is_compound
+            else [record.type]
+        )
+        for dtype in types:
+            if dtype not in (None, CLEAN) and dtype not in self.space.types:
+                return None
+        return self.metadata_route(data_sample)
+
+    def decide(
+        self, inputs: Tensor, data_samples: Optional[Sequence], preprocessor
+    ) -> List[Decision]:
+        size = inputs.shape[0]
+        meta = [
+            self.known_metadata_route(
+                data_samples[i] if data_samples else None
+            )
+            for i in range(size)
+        ]
+        confidence: List[Optional[float]] = [None] * size
+        decisions: List[Decision] = [(m, 'metadata') for m in meta]
+        if any(m is None for m in meta):
+            probs = self.estimate_probabilities(
+                inputs, data_samples, preprocessor
+            )
+            best, gears = probs.max(dim=1)
+            for i, m in enumerate(meta):
+                if m is not None:
+                    continue
+                confidence[i] = float(best[i])
+                if confidence[i] >= self.threshold:
+                    decisions[i] = (int(gears[i]), 'estimate')
+                else:
+                    decisions[i] = (self.default_gear, 'fallback')
+        out = []
+        for i, (route, source) in enumerate(decisions):
+            if route == CLEAN_GEAR and source != 'fallback':
+                route = self.clean_gear
+            if data_samples:
+                data_samples[i].set_metainfo(
+                    dict(gear_confidence=confidence[i])
+                )
+            out.append((route, source))
+        return out
+
+
 #: The segmentor's ``routing`` key: policy name -> router type.
 ROUTING_POLICIES = {
     router.policy: router.__name__
@@ -99,5 +224,6 @@ ROUTING_POLICIES = {
         EstimateGearRouter,
         CheckedGearRouter,
         DefaultGearRouter,
+        ConfidentGearRouter,
     )
 }
