@@ -3,6 +3,11 @@
 Gear 0 is always the clean input; gears 1..N follow the (type, level) pairs
 in the order the config lists them. Transforms, selection, gear training,
 evaluation and routing all read this one table.
+
+A gear's identity is its (type, level), not its id: a config dump that
+sorts the types renumbers the gears. Every file that holds gears records
+the table (:meth:`DistortionSpace.gear_table`) and is read through
+:meth:`DistortionSpace.gear_map`, which matches gears by identity.
 """
 
 import math
@@ -16,6 +21,20 @@ CLEAN = 'clean'
 CLEAN_GEAR = 0
 # Joins the component types (and levels) of a compound distortion's name.
 COMPOUND_SEPARATOR = '+'
+
+
+def check_gear_id(gear, num_gears: int) -> None:
+    """Raises unless ``gear`` is an int id of a table of ``num_gears``
+    gears (the clean gear 0 included)."""
+    if (
+        isinstance(gear, bool)
+        or not isinstance(gear, int)
+        or not (0 <= gear < num_gears)
+    ):
+        raise ValueError(
+            f'gear {gear!r} is outside the gear table: '
+            f'valid gears are 0..{num_gears - 1}'
+        )
 
 
 class DistortionSpace:
@@ -182,16 +201,65 @@ class DistortionSpace:
 
     def level_of(self, gear: int) -> Tuple[str, Optional[float]]:
         """The (type, level) of a gear id."""
-        if (
-            isinstance(gear, bool)
-            or not isinstance(gear, int)
-            or not (0 <= gear < self.num_gears)
-        ):
-            raise ValueError(
-                f'gear {gear!r} is outside the gear table: '
-                f'valid gears are 0..{self.num_gears - 1}'
-            )
+        check_gear_id(gear, self.num_gears)
         return self._gears[gear]
+
+    def gear_table(self) -> List[list]:
+        """``[type, level]`` of every gear id, the clean gear first: a
+        gear's identity, which files that hold gears record (plain lists,
+        for JSON and weights-only checkpoints)."""
+        return [[t, lv] for t, lv in self._gears]
+
+    def same_gears(self, other: 'DistortionSpace') -> bool:
+        """Whether both spaces hold the same (type, level) gears, in any
+        order (``snap`` aside)."""
+        if other.num_gears != self.num_gears:
+            return False
+        try:
+            self.gear_map(other.gear_table())
+        except ValueError:
+            return False
+        return True
+
+    def gear_map(self, table: Sequence) -> Dict[int, int]:
+        """Where each gear of this space sits in another gear table.
+
+        Args:
+            table (Sequence): ``[type, level]`` per gear id, as
+                :meth:`gear_table` gives (e.g. read from a file).
+
+        Returns:
+            dict: this space's gear id -> the id of the same (type, level)
+            in ``table``; levels match up to float rounding, never by
+            snapping.
+
+        Raises:
+            ValueError: ``table`` lacks a gear of this space (both tables
+                named).
+        """
+        table = [tuple(entry) for entry in table]
+        mapping, missing = {}, []
+        for i, gear in enumerate(self._gears):
+            found = next(
+                (
+                    j
+                    for j, theirs in enumerate(table)
+                    if _same_gear(gear, theirs)
+                ),
+                None,
+            )
+            if found is None:
+                missing.append(gear)
+            else:
+                mapping[i] = found
+        if missing:
+            raise ValueError(
+                f'the gear table lacks {len(missing)} gear(s) of this '
+                f'model ({", ".join(_gear_name(g) for g in missing)}):\n'
+                f'  table: {format_gears(table)}\n'
+                f'  model: {format_gears(self._gears)}'
+            )
+        return mapping
 
     def record(self, distortion_type: str, level=None) -> dict:
         """The ``distortion`` entry that transforms write into results."""
@@ -221,6 +289,28 @@ class DistortionSpace:
             f'{self.__class__.__name__}(distortions='
             f'{dict(self.distortions)}, snap={self.snap!r})'
         )
+
+
+def _same_gear(a: Sequence, b: Sequence) -> bool:
+    """Whether two ``(type, level)`` gears are one (levels up to float
+    rounding)."""
+    (ta, la), (tb, lb) = a, b
+    if ta != tb:
+        return False
+    if la is None or lb is None:
+        return la is None and lb is None
+    return math.isclose(float(la), float(lb), rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _gear_name(gear: Sequence) -> str:
+    dtype, level = gear
+    return dtype if level is None else f'{dtype}@{level}'
+
+
+def format_gears(table: Sequence) -> str:
+    """A gear table as ``0:clean 1:jpeg@40 ...`` (the ids of its own
+    order), for messages."""
+    return ' '.join(f'{i}:{_gear_name(g)}' for i, g in enumerate(table))
 
 
 def compound_record(components: Sequence) -> dict:

@@ -135,10 +135,11 @@ def resolve_adaptor(
     from ..selection import load_selection
 
     record = load_selection(adaptor, model=segmentor)
-    # The same gear table (types, order, levels); snap may differ: it
-    # routes unlisted levels and changes no gear.
+    # The same gears as (type, level), in any order (a dumped config
+    # sorts the types); snap may differ: it routes unlisted levels and
+    # changes no gear.
     theirs = build_space(record['distortion_space'])
-    if theirs.gears() != space.gears():
+    if not space.same_gears(theirs):
         raise ValueError(
             f'{adaptor} was computed for another distortion space:\n'
             f'  file:  {theirs}\n  model: {space}'

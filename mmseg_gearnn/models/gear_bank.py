@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..distortions.space import CLEAN_GEAR
+from ..distortions.space import CLEAN_GEAR, check_gear_id
 from .adaptor_tensors import adapted_bn_layers
 from .gear_file import base_sha256
 
@@ -193,15 +193,7 @@ class GearBank(nn.Module):
         self.lock = threading.RLock()
 
     def check_gear(self, gear: int) -> None:
-        if (
-            isinstance(gear, bool)
-            or not isinstance(gear, int)
-            or not (0 <= gear < self.num_gears)
-        ):
-            raise ValueError(
-                f'gear {gear!r} is outside the gear table: '
-                f'valid gears are 0..{self.num_gears - 1}'
-            )
+        check_gear_id(gear, self.num_gears)
 
     def tensors(self, gear: int) -> Dict[str, Tensor]:
         """The gear's adaptor tensors by base name (empty for gear 0)."""

@@ -16,9 +16,11 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from ..distortions.space import build_space
 from ..utils.io import atomic_torch_save
 
 if TYPE_CHECKING:
+    from ..distortions.space import DistortionSpace
     from .gear_bank import GearBank
 
 GEARS_FORMAT_VERSION = 1
@@ -55,13 +57,18 @@ def signature(bank: 'GearBank') -> Dict[str, List[int]]:
 
 
 def write_gears_file(
-    bank: 'GearBank', path: str, meta: Optional[dict] = None
+    bank: 'GearBank',
+    path: str,
+    meta: Optional[dict] = None,
+    table: Optional[list] = None,
 ) -> None:
     """Writes every gear's adaptor (and nothing of the base) atomically.
 
     Each gear is stored as one flat tensor per dtype, in the order of the
     bank's names: a file of many small tensors would be mostly per-tensor
-    overhead.
+    overhead. ``table`` (``[type, level]`` per gear id, see
+    :meth:`~mmseg_gearnn.distortions.DistortionSpace.gear_table`) is
+    recorded: a reader maps the gears by identity, not by position.
     """
     gears = {}
     for gear in range(1, bank.num_gears):
@@ -79,6 +86,8 @@ def write_gears_file(
         meta=dict(meta or {}),
         gears=gears,
     )
+    if table is not None:
+        payload['gear_table'] = [list(entry) for entry in table]
     atomic_torch_save(payload, path)
 
 
@@ -88,10 +97,18 @@ def read_gears_file(
     expected_meta: Optional[dict] = None,
     allow_other_base: bool = False,
     base_checkpoint: Optional[str] = None,
+    space: Optional['DistortionSpace'] = None,
 ) -> dict:
     """Loads a gears file written by :func:`write_gears_file` into the
     bank; refuses one made for another model, selection or gear table with
     the mismatches listed.
+
+    With ``space`` (the bank's gear table), gears are matched by (type,
+    level): the file's recorded table (or, in a file written before
+    tables were recorded, the table of its ``meta['space']``) may list
+    them in any order, or hold gears the model has not; a file that lacks
+    a gear of the model is refused, both tables named. Without, gears are
+    taken by position.
 
     Gears trained on other base weights (the file's ``base_sha256``
     differs from the base's) are refused unless ``allow_other_base``. A
@@ -112,16 +129,29 @@ def read_gears_file(
     """
     payload = _read(path)
     problems = _mismatches(bank, payload, expected_meta or {})
+    mapping = {g: g for g in range(1, bank.num_gears)}
+    if space is not None:
+        try:
+            mapping = _gear_mapping(space, payload)
+        except ValueError as err:
+            problems.append(str(err))
+    elif len(payload['gears']) != bank.num_gears - 1:
+        problems.append(
+            f'the file has {len(payload["gears"])} gears, '
+            f'the model {bank.num_gears - 1} (+ clean)'
+        )
     if problems:
         raise ValueError(
             f'gears file {path} does not match this model:\n  '
             + '\n  '.join(problems)
         )
     _check_base_weights(bank, path, payload, allow_other_base, base_checkpoint)
+    stored = {int(g): flat for g, flat in payload['gears'].items()}
     with torch.no_grad():
-        for gear, flat in payload['gears'].items():
+        for gear in range(1, bank.num_gears):
+            flat = stored[mapping[gear]]
             offsets: Dict[str, int] = {}
-            for t in bank.tensors(int(gear)).values():
+            for t in bank.tensors(gear).values():
                 key = str(t.dtype)
                 start = offsets.get(key, 0)
                 t.copy_(flat[key][start : start + t.numel()].view_as(t))
@@ -164,11 +194,6 @@ def _mismatches(
             problems.append(
                 f'{n}: shape {theirs[n]} in the file, {ours[n]} in the model'
             )
-    if len(payload['gears']) != bank.num_gears - 1:
-        problems.append(
-            f'the file has {len(payload["gears"])} gears, '
-            f'the model {bank.num_gears - 1} (+ clean)'
-        )
     for key, value in expected_meta.items():
         if key in payload['meta'] and payload['meta'][key] != value:
             problems.append(
@@ -183,6 +208,24 @@ def _mismatches(
             'the one the gears were made for'
         )
     return problems
+
+
+def _gear_mapping(space: 'DistortionSpace', payload: dict) -> Dict[int, int]:
+    """The model's gear id -> the file's, by (type, level)."""
+    table = payload.get('gear_table')
+    if table is None and 'space' in payload['meta']:
+        table = build_space(payload['meta']['space']).gear_table()
+    if table is None:
+        if len(payload['gears']) != space.num_gears - 1:
+            raise ValueError(
+                f'the file has {len(payload["gears"])} gears, '
+                f'the model {space.num_gears - 1} (+ clean)'
+            )
+        return {g: g for g in range(space.num_gears)}
+    try:
+        return space.gear_map(table)
+    except ValueError as err:
+        raise ValueError(f'gear table: {err}') from None
 
 
 def _check_base_weights(

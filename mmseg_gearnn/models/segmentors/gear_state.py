@@ -8,6 +8,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from ...distortions.space import format_gears
 from ..adaptor import (
     budget_request,
     check_selected_in_one_process,
@@ -16,6 +17,9 @@ from ..adaptor import (
 from ..adaptor_tensors import expand_bn_stats
 from ..gear_bank import GearBank, adaptor_names_in
 from ..gear_file import read_gears_file, write_gears_file
+
+# Where torch keeps a module's get_extra_state() in its state dict.
+_EXTRA_STATE = '_extra_state'
 
 
 class GearStateMixin:
@@ -39,6 +43,7 @@ class GearStateMixin:
         adaptor: Union[str, Sequence[str], dict],
         gears_file: Optional[str],
         allow_other_base: bool,
+        allow_random_base: bool = False,
     ) -> None:
         """Builds the gear bank for ``adaptor`` and registers the
         checkpoint hooks; ``__init__`` calls it once ``segmentor`` and
@@ -47,6 +52,12 @@ class GearStateMixin:
         self.adaptor_request: Optional[dict] = None
         #: Whether a checkpoint has filled the base's tensors.
         self.base_loaded = False
+        #: Train gears on a base no checkpoint filled (tests only).
+        self.allow_random_base = allow_random_base
+        # What the load in progress holds: 'bare' (a base without gears),
+        # 'gears' (this model's gears too) or None (no base).
+        self._loading: Optional[str] = None
+        self._bare_mapped = False
         if isinstance(adaptor, dict):
             self.adaptor_request = budget_request(adaptor)
             check_selected_in_one_process()
@@ -57,12 +68,17 @@ class GearStateMixin:
             )
         self._build_gear_bank(names)
         self.gears_file = gears_file
+        #: Whether ``gears_file`` is still to be loaded: once a checkpoint
+        #: has filled the base (or at the first forward call), never onto
+        #: a base that is not filled yet.
+        self.gears_file_pending = gears_file is not None
         self.allow_other_base = allow_other_base
         #: The file the base weights were loaded from, where a loader says
         #: so: recorded in saved gears files, named in load_gears errors.
         self.base_checkpoint: Optional[str] = None
         self._register_load_state_dict_pre_hook(self._before_load)
         self.register_load_state_dict_post_hook(self._check_loaded)
+        self.register_load_state_dict_post_hook(self._after_load)
         # A hook, not a state_dict() override: mmengine's get_state_dict
         # (every Runner checkpoint, e.g. the best one, saved after
         # validation with a gear switched in) calls only hooks. The
@@ -102,15 +118,32 @@ class GearStateMixin:
         return self.adaptor_request is not None and not self.gear_bank.names
 
     def adaptor_from_checkpoint(self, state_dict: dict, prefix='') -> bool:
-        """Takes a pending adaptor from a checkpoint of this model (the
-        names its gears hold), so that testing or resuming a run uses the
-        adaptor it was trained with. Returns whether it did."""
-        if not self.adaptor_pending:
-            return False
+        """Takes the adaptor of a checkpoint of this model (the names its
+        gears hold) where it differs from the model's, so that testing or
+        resuming a run uses the adaptor it was trained with: a pending
+        adaptor by budget receives it; another adaptor (a config naming
+        another selection) is replaced, with a warning naming both.
+        Returns whether the adaptor changed."""
         names = adaptor_names_in(state_dict, f'{prefix}gear_bank.')
-        if names:
+        if not names or set(names) == set(self.gear_bank.names):
+            return False
+        if self.adaptor_pending:
             self.set_adaptor(names)
-        return bool(names)
+            return True
+        print_log(
+            f"the checkpoint's gears hold an adaptor of {len(names)} "
+            'tensors, not the one this model was built with ('
+            f'{len(self.gear_bank.names)} tensors, '
+            f'{self.selection_meta.get("file") or "from the config"}): '
+            "the checkpoint's adaptor is used (its gears were trained with "
+            'it)',
+            logger='current',
+            level=logging.WARNING,
+        )
+        self.selection_meta = {}
+        self._build_gear_bank(names)
+        self.train(self.training)
+        return True
 
     @property
     def adaptor_names(self) -> List[str]:
@@ -159,7 +192,9 @@ class GearStateMixin:
         sha256 of the base weights they belong to."""
         self.gear_bank.restore()
         meta = dict(self._gears_meta(), base_checkpoint=self.base_checkpoint)
-        write_gears_file(self.gear_bank, path, meta=meta)
+        write_gears_file(
+            self.gear_bank, path, meta=meta, table=self.space.gear_table()
+        )
 
     def load_gears(
         self,
@@ -187,30 +222,128 @@ class GearStateMixin:
         read_gears_file(
             self.gear_bank,
             path,
-            expected_meta=self._gears_meta(),
             allow_other_base=(
                 self.allow_other_base
                 if allow_other_base is None
                 else allow_other_base
             ),
             base_checkpoint=base_checkpoint or self.base_checkpoint,
+            space=self.space,
         )
+        self.gears_file_pending = False
+
+    def load_pending_gears_file(self) -> None:
+        """Loads ``gears_file`` if it is still pending (see
+        :attr:`gears_file_pending`)."""
+        if self.gears_file_pending:
+            with self.gear_bank.lock:
+                if self.gears_file_pending:
+                    self.load_gears(self.gears_file)
 
     def _gears_meta(self) -> dict:
         return dict(space=self.space.to_dict())
 
+    # -- the gear table in checkpoints ---------------------------------------
+    def get_extra_state(self) -> dict:
+        """Saved in every state dict (``_extra_state``): the gear table, so
+        that a load maps gears by (type, level), not by position."""
+        return dict(gear_table=self.space.gear_table())
+
+    def set_extra_state(self, state) -> None:
+        # _map_gear_table (a load pre-hook) has put the gears in this
+        # model's order and this model's table here.
+        pass
+
+    def _map_gear_table(self, state_dict: dict, prefix: str) -> None:
+        """Renumbers the gears of a checkpoint into this model's gear
+        table by (type, level): a config whose types are listed in another
+        order (a dumped config sorts them) loads the same gears. Refuses a
+        checkpoint whose table lacks a gear of this model, naming both."""
+        key = f'{prefix}{_EXTRA_STATE}'
+        extra = state_dict.get(key)
+        gears = f'{prefix}gear_bank.gears.'
+        table = extra.get('gear_table') if isinstance(extra, dict) else None
+        state_dict[key] = self.get_extra_state()
+        if table is None:
+            if self._loading == 'gears':
+                print_log(
+                    'the checkpoint records no gear table (saved before '
+                    'checkpoints recorded it): its gears are taken by '
+                    f'position, as this model numbers them: '
+                    f'{format_gears(self.space.gear_table())}',
+                    logger='current',
+                    level=logging.WARNING,
+                )
+            return
+        try:
+            mapping = self.space.gear_map(table)
+        except ValueError as err:
+            raise ValueError(
+                f'the checkpoint does not hold the gears of this model: {err}'
+            ) from None
+        if all(ours == theirs for ours, theirs in mapping.items()) and len(
+            table
+        ) == len(mapping):
+            return
+        held = {
+            k: state_dict.pop(k)
+            for k in list(state_dict)
+            if k.startswith(gears)
+        }
+        for ours, theirs in mapping.items():
+            head = f'{gears}{theirs}.'
+            for k, v in held.items():
+                if k.startswith(head):
+                    state_dict[f'{gears}{ours}.{k[len(head) :]}'] = v
+        unused = [g for i, g in enumerate(table) if i not in mapping.values()]
+        print_log(
+            "the checkpoint's gears are mapped by (type, level) onto this "
+            f"model's gear table:\n  checkpoint: {format_gears(table)}\n"
+            f'  model:      {format_gears(self.space.gear_table())}'
+            + (
+                f'\n  not in this model (not loaded): {format_gears(unused)}'
+                if unused
+                else ''
+            ),
+            logger='current',
+        )
+
     # -- checkpoint hooks --------------------------------------------------
     def _before_load(self, state_dict: dict, prefix: str, *args) -> None:
         # After SegmentorWrapper's hook: a bare base is under segmentor.
+        bare, self._bare_mapped = self._bare_mapped, False
+        self._loading = None
         if any(k.startswith(f'{prefix}segmentor.') for k in state_dict):
             self.base_loaded = True
+            self._loading = 'bare' if bare else 'gears'
+        self._map_gear_table(state_dict, prefix)
         self.adaptor_from_checkpoint(state_dict, prefix)
+
+    def _after_load(self, module, incompatible_keys) -> None:
+        """Loads a pending ``gears_file`` once a bare base checkpoint has
+        filled the base; a checkpoint of this model holds its own gears,
+        which are kept (with a warning naming the file not loaded)."""
+        loading, self._loading = self._loading, None
+        if not self.gears_file_pending or loading is None:
+            return
+        if loading == 'bare':
+            self.load_gears(self.gears_file)
+            return
+        self.gears_file_pending = False
+        print_log(
+            f'gears_file {self.gears_file} not loaded: the checkpoint '
+            'holds gears of this model, which are kept (load a base '
+            'checkpoint to use the gears file)',
+            logger='current',
+            level=logging.WARNING,
+        )
 
     def _after_state_read(self, *args) -> None:
         self.gear_bank.restore()
 
     def _after_bare_checkpoint(self, state_dict, prefix) -> None:
         """A base checkpoint has no gears: every gear starts from the base."""
+        self._bare_mapped = True
         self.gear_bank.fill_from_base(
             state_dict, f'{prefix}segmentor.', f'{prefix}gear_bank.'
         )

@@ -87,12 +87,17 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
             from a checkpoint of this model (see :mod:`..adaptor`).
         default_gear (int): gear of a sample the router leaves undecided
             (no distortion metadata).
-        gears_file (str, optional): a compact gears file that
-            :meth:`init_weights` loads after starting every gear from the
-            base (see :meth:`save_gears`).
+        gears_file (str, optional): a compact gears file (see
+            :meth:`save_gears`), loaded once the base is filled: after a
+            base checkpoint is loaded (the Runner's ``load_from``, mmseg's
+            ``load_checkpoint``), else at the first forward call. A
+            checkpoint of this model holds its own gears, which are kept.
         allow_other_base (bool): load gears files trained on other weights
             of the base (same architecture) with a warning instead of
             refusing them (``--cfg-options model.allow_other_base=True``).
+        allow_random_base (bool): let gears train on a base that no
+            checkpoint filled (random weights), which a run otherwise
+            refuses (``AdaptorSelectionHook``); for tests only.
         router (dict, optional): the router config, e.g.
             ``dict(type='CheckedGearRouter', estimator='est.pth')``; None
             for ``MetadataGearRouter``.
@@ -120,6 +125,7 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
         compound_routing: Optional[str] = None,
         compound_severity: Optional[Union[str, dict]] = None,
         allow_other_base: bool = False,
+        allow_random_base: bool = False,
         data_preprocessor: OptConfigType = None,
         init_cfg: OptConfigType = None,
     ) -> None:
@@ -127,7 +133,9 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
             segmentor, data_preprocessor=data_preprocessor, init_cfg=init_cfg
         )
         self.space = build_space(space)
-        self._init_gear_state(adaptor, gears_file, allow_other_base)
+        self._init_gear_state(
+            adaptor, gears_file, allow_other_base, allow_random_base
+        )
         # A plain object: its estimator's weights are not the model's and
         # stay out of its checkpoints.
         self.router = build_router(
@@ -213,6 +221,7 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
         """
         if self.adaptor_pending:
             raise RuntimeError(NOT_SELECTED)
+        self.load_pending_gears_file()
         if not self.training:
             # The switch and the computation with it, as one: another
             # thread's switch cannot come in between.
@@ -357,13 +366,14 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
 
     # -- weights and modes -------------------------------------------------
     def init_weights(self) -> None:
-        """Initialises the base, starts every gear from it, then loads
-        ``gears_file`` if one was given."""
+        """Initialises the base and starts every gear from it; a
+        ``gears_file`` is loaded once the base is filled (a checkpoint
+        load, else the first forward call), not here: a Runner initialises
+        before it loads ``load_from``, and tests without initialising."""
         self.restore_base()
         super().init_weights()
         self.gear_bank.reset_from()
-        if self.gears_file is not None:
-            self.load_gears(self.gears_file)
+        self.gears_file_pending = self.gears_file is not None
 
     def _apply(self, fn, *args, **kwargs):
         if 'gear_bank' in self._modules:  # not while __init__ builds
