@@ -64,6 +64,24 @@ setup(
         # tools/export_gear.py --onnx, checked with onnxruntime on CPU.
         'onnx': ['onnx', 'onnxruntime'],
     },
+    # The tools of the checkout's tools/ folder, for a wheel-only user
+    # (mmseg_gearnn/tools/; also `python -m mmseg_gearnn.tools.<module>`).
+    entry_points={
+        'console_scripts': [
+            f'gearnn-{name}=mmseg_gearnn.tools.{module}:main'
+            for name, module in (
+                ('train', 'train'),
+                ('test', 'test'),
+                ('select', 'select_params'),
+                ('export', 'export_gear'),
+                ('infer', 'infer'),
+                ('robustness', 'robustness'),
+                ('train-estimator', 'train_estimator'),
+                ('class-weights', 'class_weights'),
+                ('demo', 'demo'),
+            )
+        ]
+    },
     license='Apache License 2.0',
     cmdclass={'build_py': BuildPyWithConfigs},
 )
