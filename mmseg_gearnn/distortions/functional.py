@@ -14,6 +14,7 @@ from typing import Callable, Optional, Union
 import cv2
 import numpy as np
 
+from ..utils.user_errors import did_you_mean
 from .corruptions import (
     CORRUPTIONS,
     check_severity,
@@ -198,7 +199,8 @@ KERNELS = {
 def _kernel(distortion_type: str) -> Kernel:
     if distortion_type not in KERNELS:
         raise KeyError(
-            f'unknown distortion type {distortion_type!r}; '
+            f'unknown distortion type {distortion_type!r}'
+            f'{did_you_mean(distortion_type, KERNELS)}; '
             f'known types: {sorted(KERNELS)}'
         )
     return KERNELS[distortion_type]

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..utils.user_errors import did_you_mean
 from .functional import KERNELS
 
 CLEAN = 'clean'
@@ -79,7 +80,8 @@ class DistortionSpace:
         for dtype, levels in distortions.items():
             if dtype not in KERNELS:
                 raise ValueError(
-                    f'unknown distortion type {dtype!r}; known '
+                    f'unknown distortion type {dtype!r}'
+                    f'{did_you_mean(dtype, KERNELS)}; known '
                     f'types: {sorted(KERNELS)}'
                 )
             levels = list(levels)
@@ -113,7 +115,8 @@ class DistortionSpace:
         if distortion_type not in self.distortions:
             raise ValueError(
                 f'distortion type {distortion_type!r} is not in the '
-                f'distortion space; its types are {self.types}'
+                f'distortion space{did_you_mean(distortion_type, self.types)}'
+                f'; its types are {self.types}'
             )
 
     def listed_level(self, distortion_type: str, level: float):
@@ -333,7 +336,8 @@ def compound_record(components: Sequence) -> dict:
             dtype, level = component
         if dtype not in KERNELS:
             raise ValueError(
-                f'unknown distortion type {dtype!r} in a compound; known '
+                f'unknown distortion type {dtype!r} in a compound'
+                f'{did_you_mean(dtype, KERNELS)}; known '
                 f'types: {sorted(KERNELS)}'
             )
         if level is None:
