@@ -1,11 +1,13 @@
 from .gear_config import (
     GEAR_META_KEY,
     add_clean_copies,
+    add_distortion_sweeps,
     add_gear_distortions,
     add_gear_hooks,
     complete_gear_config,
     is_distortion_step,
     use_tta,
+    warn_jitter_after_distortion,
 )
 from .hooks import (
     ChannelsLastHook,
@@ -23,11 +25,13 @@ from .runner import ConsoleRunner
 __all__ = [
     'GEAR_META_KEY',
     'add_clean_copies',
+    'add_distortion_sweeps',
     'add_gear_distortions',
     'add_gear_hooks',
     'complete_gear_config',
     'is_distortion_step',
     'use_tta',
+    'warn_jitter_after_distortion',
     'ChannelsLastHook',
     'ConsoleRunner',
     'FiniteGearsHook',

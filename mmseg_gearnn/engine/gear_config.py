@@ -1,11 +1,13 @@
 """Completing a gear config for a run: the distortion transforms its
-pipelines need, the clean copies of a distilled model and the default gear
-hooks (what ``tools/train.py`` and ``tools/test.py`` add to a user's
-config)."""
+pipelines need, the sweep of every gear its evaluation needs, the clean
+copies of a distilled model and the default gear hooks (what
+``tools/train.py`` and ``tools/test.py`` add to a user's config)."""
 
 import copy
+import logging
 from typing import List
 
+from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
 from ..distortions.clean_copy import CLEAN_IMG
@@ -136,8 +138,10 @@ def add_gear_distortions(cfg) -> List[str]:
     model (:func:`is_distilled_config`) compares each distorted training
     frame with its clean copy pixel by pixel, so its training pipeline
     distorts last, right before packing, after every transform that changes
-    the frame's size (:func:`add_clean_copies` then keeps the copy). A
-    config whose model is not a gear model is left alone.
+    the frame's size (:func:`add_clean_copies` then keeps the copy).
+    Validation and test then sweep every gear
+    (:func:`add_distortion_sweeps`). A config whose model is not a gear
+    model is left alone.
 
     Returns:
         list[str]: one line per change, for the log.
@@ -166,15 +170,132 @@ def add_gear_distortions(cfg) -> List[str]:
             where = f'after {pipeline[at - 1]["type"]}' if at else 'first'
             changes.append(f'{key}: {step["type"]} inserted {where}')
         changes += _packed_meta_key(pipeline, GEAR_META_KEY, key)
+    return changes + add_distortion_sweeps(cfg)
+
+
+def _swept_metric(metric: dict, space: dict) -> dict:
+    """The :class:`DistortionIoUMetric` that replaces an ``IoUMetric``,
+    keeping what both take."""
+    kept = ('ignore_index', 'nan_to_num', 'output_dir', 'format_only')
+    kept += ('collect_device', 'prefix', 'collect_dir')
+    swept = {k: copy.deepcopy(metric[k]) for k in kept if k in metric}
+    return dict(type='DistortionIoUMetric', space=space, **swept)
+
+
+def _swept_evaluator(evaluator, space: dict):
+    """``evaluator`` with its ``IoUMetric`` (or, where it has none, an
+    added metric) a :class:`DistortionIoUMetric`; None where it already
+    has one."""
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else []
+    if isinstance(evaluator, dict):
+        metrics = [evaluator]
+    if any(_is_step(m, 'DistortionIoUMetric') for m in metrics):
+        return None
+    swept = [
+        _swept_metric(m, space) if _is_step(m, 'IoUMetric') else m
+        for m in metrics
+    ]
+    if not any(_is_step(m, 'IoUMetric') for m in metrics):
+        swept.append(dict(type='DistortionIoUMetric', space=space))
+    return swept[0] if len(swept) == 1 else swept
+
+
+def add_distortion_sweeps(cfg) -> List[str]:
+    """Makes a gear config's validation and test evaluate every gear: the
+    dataset is wrapped in a ``DistortionSweepDataset`` (every frame clean
+    and under every (type, level) of the model's space) and the evaluator
+    reports per (type, level) with ``DistortionIoUMetric`` (which replaces
+    ``IoUMetric``, or joins the other metrics).
+
+    An mmseg config inherited by a gear config evaluates clean frames
+    only: every sample would go to the clean gear, the base, and the
+    scores would say nothing of the gears. Datasets already swept and
+    evaluators that already score per distortion are kept; a dataset
+    wrapper without a pipeline of its own (e.g. ``ConcatDataset``) is
+    left alone with a log line saying so. A config whose model is not a
+    gear model is left alone.
+
+    Returns:
+        list[str]: one line per change, for the log.
+    """
+    if not is_gear_config(cfg):
+        return []
+    space = cfg.model.get('space') or cfg.model.module.space
+    changes = []
+    for mode in ('val', 'test'):
+        loader = cfg.get(f'{mode}_dataloader') or {}
+        dataset = loader.get('dataset')
+        if not isinstance(dataset, dict):
+            continue
+        if not _is_step(dataset, 'DistortionSweepDataset'):
+            if 'pipeline' not in dataset:
+                changes.append(
+                    f'{mode}_dataloader: {dataset.get("type")} is not '
+                    'wrapped in a DistortionSweepDataset (it holds no '
+                    'pipeline): it evaluates clean frames only'
+                )
+                continue
+            loader['dataset'] = dict(
+                type='DistortionSweepDataset',
+                space=copy.deepcopy(space),
+                dataset=dataset,
+            )
+            changes.append(
+                f'{mode}_dataloader: {dataset.get("type")} wrapped in a '
+                'DistortionSweepDataset (clean and every (type, level))'
+            )
+        swept = _swept_evaluator(
+            cfg.get(f'{mode}_evaluator'), copy.deepcopy(space)
+        )
+        if swept is not None:
+            cfg[f'{mode}_evaluator'] = swept
+            changes.append(
+                f'{mode}_evaluator: DistortionIoUMetric scores per '
+                '(type, level)'
+            )
     return changes
+
+
+def _distorted_last(pipeline) -> List[str]:
+    """Moves the clean copy and the distortion of a distilled training
+    pipeline right before its packing, where another step (a flip, a
+    crop, a photometric jitter) follows them: the two frames must differ
+    only by the distortion."""
+    block = [
+        step
+        for step in pipeline
+        if _is_step(step, 'KeepCleanCopy') or is_distortion_step(step)
+    ]
+    if not block:
+        return []
+    first = next(i for i, step in enumerate(pipeline) if step is block[0])
+    packed = _packed_at(pipeline)
+    between = [
+        step
+        for step in pipeline[first:packed]
+        if not any(step is moved for moved in block)
+    ]
+    if not between:
+        return []
+    rest = [s for s in pipeline if not any(s is moved for moved in block)]
+    at = rest.index(between[-1]) + 1
+    pipeline[:] = rest[:at] + block + rest[at:]
+    names = ', '.join(step['type'] for step in block)
+    return [
+        f'train_dataloader: {names} moved after {between[-1]["type"]}, '
+        'so that the clean copy sees every step the distorted frame does'
+    ]
 
 
 def add_clean_copies(cfg) -> List[str]:
     """Makes the training pipelines of a distilled gear config keep the
     clean frame that its loss compares with: ``KeepCleanCopy`` right
     before the distortion transform where it is missing, and
-    ``'clean_img'`` in every ``PackSegInputs``' meta keys. Other configs
-    are left alone.
+    ``'clean_img'`` in every ``PackSegInputs``' meta keys. The clean copy
+    and the distortion go right before the packing, after every flip,
+    crop or photometric step (moved there where the pipeline had them
+    earlier), so that the two frames the loss compares are pixel-aligned
+    and differ only by the distortion. Other configs are left alone.
 
     Returns:
         list[str]: one line per change, for the log.
@@ -194,8 +315,62 @@ def add_clean_copies(cfg) -> List[str]:
                 'train_dataloader: KeepCleanCopy inserted before '
                 f'{pipeline[distortions[0] + 1]["type"]}'
             )
+        if distortions:
+            changes += _distorted_last(pipeline)
         changes += _packed_meta_key(pipeline, CLEAN_IMG, 'train_dataloader')
     return changes
+
+
+#: mmseg's (and mmcv's) transforms that change an image's colours.
+PHOTOMETRIC_STEPS = (
+    'PhotoMetricDistortion',
+    'AdjustGamma',
+    'CLAHE',
+    'RGB2Gray',
+    'ColorJitter',
+    'BioMedicalGaussianNoise',
+    'BioMedicalGaussianBlur',
+)
+
+
+def warn_jitter_after_distortion(cfg) -> List[str]:
+    """Warns where a gear config's training pipeline changes the colours
+    of a frame after distorting it (``PhotoMetricDistortion`` and the
+    other :data:`PHOTOMETRIC_STEPS`): a gear then learns jittered
+    distortions while testing shows it plain ones. The distortion stays
+    where a camera distorts, before the resize (a distilled model's is
+    moved after the jitter, :func:`add_clean_copies`); the warning names
+    the step and the fix.
+
+    Returns:
+        list[str]: the warnings, each also logged (``WARNING``).
+    """
+    if not is_gear_config(cfg):
+        return []
+    found = []
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset')
+    for pipeline in _pipelines(dataset):
+        distorted = [
+            i for i, step in enumerate(pipeline) if is_distortion_step(step)
+        ]
+        if not distorted:
+            continue
+        jitter = [
+            step['type']
+            for step in pipeline[distorted[0] + 1 :]
+            if any(_is_step(step, name) for name in PHOTOMETRIC_STEPS)
+        ]
+        if jitter:
+            line = (
+                f'train_dataloader: {", ".join(jitter)} follows '
+                f'{pipeline[distorted[0]]["type"]}: the gears train on '
+                'jittered distortions but are tested on plain ones; move '
+                'the distortion after it in the training pipeline, or drop '
+                'the jitter, if the distortion must reach the model as is'
+            )
+            print_log(line, logger='current', level=logging.WARNING)
+            found.append(line)
+    return found
 
 
 def add_gear_hooks(cfg) -> List[str]:
@@ -221,8 +396,9 @@ def add_gear_hooks(cfg) -> List[str]:
 
 
 def complete_gear_config(cfg) -> List[str]:
-    """Completes a gear config for a run: :func:`add_gear_distortions`,
-    :func:`add_clean_copies` and :func:`add_gear_hooks`.
+    """Completes a gear config for a run: :func:`add_gear_distortions`
+    (with :func:`add_distortion_sweeps`), :func:`add_clean_copies` and
+    :func:`add_gear_hooks`, then :func:`warn_jitter_after_distortion`.
     ``tools/train.py`` and ``tools/test.py`` call it; call it on a config
     before ``Runner.from_cfg`` to get the same run. Does nothing to
     other configs.
@@ -230,9 +406,11 @@ def complete_gear_config(cfg) -> List[str]:
     Returns:
         list[str]: one line per change, for the log.
     """
-    return (
+    changes = (
         add_gear_distortions(cfg) + add_clean_copies(cfg) + add_gear_hooks(cfg)
     )
+    warn_jitter_after_distortion(cfg)
+    return changes
 
 
 # -- a tool flag that depends on the model ----------------------------------

@@ -8,10 +8,14 @@ sample runs on the clean gear and training trains nothing.
 it stops with an error naming the transform to add.
 """
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from mmseg.registry import DATASETS
 from user_configs import (
     CROP,
     FAMILIES,
@@ -21,8 +25,13 @@ from user_configs import (
 )
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.engine import complete_gear_config
-from mmseg_gearnn.utils import set_crop_size
+from mmseg_gearnn.distortions import functional
+from mmseg_gearnn.engine import (
+    add_gear_distortions,
+    complete_gear_config,
+    warn_jitter_after_distortion,
+)
+from mmseg_gearnn.utils import set_crop_size, set_distortion_space
 
 MAX_ITERS = 3
 # The BN re-estimation after training, at its smallest: a few batches.
@@ -48,8 +57,16 @@ def _config(tmp_path, family: str, max_iters: int = MAX_ITERS) -> Config:
     return cfg
 
 
+def _pipeline(cfg, dataloader: str) -> list:
+    """The pipeline of a dataloader's dataset (inside a sweep too)."""
+    dataset = cfg[dataloader].dataset
+    while 'pipeline' not in dataset:
+        dataset = dataset.dataset
+    return dataset.pipeline
+
+
 def _steps(cfg, dataloader: str) -> list:
-    return [step['type'] for step in cfg[dataloader].dataset.pipeline]
+    return [step['type'] for step in _pipeline(cfg, dataloader)]
 
 
 def test_complete_gear_config_distorts_where_a_camera_does(tmp_path):
@@ -74,7 +91,7 @@ def test_complete_gear_config_distorts_where_a_camera_does(tmp_path):
         ]
     assert cfg.tta_pipeline[1]['type'] == 'RequestedDistortion'
     packs = [
-        cfg[k].dataset.pipeline[-1]
+        _pipeline(cfg, k)[-1]
         for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
     ]
     for pack in packs:
@@ -191,3 +208,89 @@ def test_a_distilled_user_config_keeps_the_clean_frame(tmp_path):
     losses = model(**data, mode='loss')
     distill = losses['loss_distill']
     assert torch.isfinite(distill) and distill > 0
+
+
+SMALL_SPACE = dict(distortions=dict(brightness=[0.5], jpeg=[10]))
+
+
+def test_a_user_config_tests_every_gear(tmp_path):
+    """tools/test.py on a gear config derived from a plain mmseg config
+    scored clean frames only (no sweep, every sample on the clean gear,
+    the base) while the user believed it measured robustness."""
+    cfg = _config(tmp_path, 'pspnet')
+    set_distortion_space(cfg, SMALL_SPACE)
+    changes = add_gear_distortions(cfg)  # what tools/test.py calls
+    for mode in ('val', 'test'):
+        assert cfg[f'{mode}_dataloader'].dataset.type == (
+            'DistortionSweepDataset'
+        )
+        assert cfg[f'{mode}_evaluator']['type'] == 'DistortionIoUMetric'
+        assert (
+            f'{mode}_dataloader: CityscapesDataset wrapped in a '
+            'DistortionSweepDataset (clean and every (type, level))'
+        ) in changes
+    assert add_gear_distortions(cfg) == []  # a swept config is kept
+
+    metrics = Runner.from_cfg(cfg).test()
+    for key in ('clean', 'brightness/0.5', 'jpeg/10'):
+        assert np.isfinite(metrics[f'{key}/mIoU']), key
+
+
+def test_a_distilled_clean_copy_sees_the_flip(tmp_path):
+    """A distilled user config whose pipeline distorts before RandomFlip:
+    the clean copy went right before that distortion, so the frame was
+    flipped (and jittered) and its clean copy was not; the loss compared
+    mirrored frames."""
+    cfg = _config(tmp_path, 'pspnet')
+    cfg.model.type = 'DistilledGearNNSegmentor'
+    set_distortion_space(cfg, dict(distortions=dict(brightness=[0.5])))
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    # Where a camera distorts, right after loading.
+    pipeline.insert(
+        1,
+        dict(type='RandomDistortion', space=cfg.model.space, clean_prob=0.0),
+    )
+    for step in pipeline:
+        if step['type'] == 'RandomFlip':
+            step['prob'] = 1.0
+    changes = complete_gear_config(cfg)
+    assert (
+        'train_dataloader: KeepCleanCopy, RandomDistortion moved after '
+        'PhotoMetricDistortion, so that the clean copy sees every step the '
+        'distorted frame does'
+    ) in changes
+    assert _steps(cfg, 'train_dataloader')[-4:] == [
+        'PhotoMetricDistortion',
+        'KeepCleanCopy',
+        'RandomDistortion',
+        'PackSegInputs',
+    ]
+
+    init_default_scope('mmseg')
+    sample = DATASETS.build(cfg.train_dataloader.dataset)[0]
+    meta = sample['data_samples'].metainfo
+    assert meta['flip']
+    img = sample['inputs'].permute(1, 2, 0).numpy()
+    # Pixel-aligned: the frame is its clean copy, distorted.
+    assert np.array_equal(img, functional.brightness(meta['clean_img'], 0.5))
+
+
+def test_jitter_after_the_distortion_is_warned(tmp_path):
+    """mmseg's training pipelines jitter colours after the flip: a gear
+    config completed from one distorted before the jitter, so gears
+    trained on jittered distortions, and nothing said so."""
+    cfg = _config(tmp_path, 'pspnet')
+    log = tmp_path / 'run.log'
+    MMLogger.get_instance('jitter_after_distortion', log_file=str(log))
+    complete_gear_config(cfg)
+    text = log.read_text()
+    assert 'WARNING' in text
+    assert (
+        'train_dataloader: PhotoMetricDistortion follows RandomDistortion'
+    ) in text
+
+    # The distilled recipe distorts after the jitter: nothing to warn.
+    cfg = _config(tmp_path, 'pspnet')
+    cfg.model.type = 'DistilledGearNNSegmentor'
+    complete_gear_config(cfg)
+    assert warn_jitter_after_distortion(cfg) == []
