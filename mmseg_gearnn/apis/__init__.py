@@ -1,10 +1,11 @@
 from .camera_pipeline import camera_pipeline
-from .export import base_config, export_gears, gear_checkpoint
+from .export import export_gears, export_report, gear_checkpoint
 from .frame_report import format_record
 from .frames import FrameSource, read_metadata
 from .inferencer import GearNNInferencer
 from .model_init import init_gearnn_model
 from .pipeline import evaluate_levels, last_checkpoint, run_gearnn, train
+from .plain_config import base_config
 
 __all__ = [
     'evaluate_levels',
@@ -13,6 +14,7 @@ __all__ = [
     'train',
     'base_config',
     'export_gears',
+    'export_report',
     'gear_checkpoint',
     'FrameSource',
     'GearNNInferencer',

@@ -12,7 +12,8 @@ mmseg then predicts what the GearNN model predicts on that gear::
     result = inference_model(model, 'frame.png')  # a frame of that gear
 
 An ONNX file per gear (torch's exporter) takes the data preprocessor's
-output (N x 3 x H x W, normalised) and gives the logits at H x W.
+output (N x 3 x H x W, normalised; N is a dynamic axis) and gives the
+logits (N x classes x H x W).
 """
 
 import copy
@@ -30,16 +31,14 @@ from torch import Tensor, nn
 
 from ..distortions import CLEAN, DistortionSpace, build_space
 from ..utils.io import atomic_torch_save, atomic_write
-from .camera_pipeline import (
-    camera_pipeline,
-    is_distortion_transform,
-    test_pipeline_of,
-)
 from .model_init import init_gearnn_model
+from .plain_config import PLUGIN, plain_base_config
 
 BASE_CONFIG = 'base_config.py'
 # Logits of the ONNX file may differ from torch's by float rounding only.
 ONNX_ATOL = 1e-4
+# The batch size onnxruntime checks the file on (it is traced on 1).
+ONNX_CHECK_BATCH = 2
 
 
 def gear_table(space: DistortionSpace) -> str:
@@ -102,95 +101,23 @@ def gear_file_stem(space: DistortionSpace, gear: int) -> str:
     return stem if level is None else f'{stem}_{level:g}'
 
 
-# -- the base config ----------------------------------------------------------
-def _strip_distortions(node) -> int:
-    """Removes distortion transforms from every pipeline in ``node``."""
-    count = 0
-    if isinstance(node, dict):
-        for key, value in list(node.items()):
-            if key.endswith('pipeline') and isinstance(value, list):
-                kept = [
-                    s
-                    for s in value
-                    if not (isinstance(s, dict) and is_distortion_transform(s))
-                ]
-                count += len(value) - len(kept)
-                node[key] = kept
-            count += _strip_distortions(node[key])
-    elif isinstance(node, list):
-        for item in node:
-            count += _strip_distortions(item)
-    return count
-
-
-def _unwrap_sweep(loader: Optional[dict]) -> None:
-    """A sweep over distortion levels becomes the dataset it sweeps."""
-    if loader and loader.get('dataset', {}).get('type') == (
-        'DistortionSweepDataset'
-    ):
-        loader['dataset'] = loader['dataset']['dataset']
-
-
-def base_config(cfg: Config) -> Config:
-    """The wrapped segmentor's config as a plain mmseg config.
-
-    ``model`` is the wrapped segmentor (with the wrapper's data
-    preprocessor); every pipeline loses its distortion transforms; the test
-    pipeline (top level and test dataloader, a distortion sweep unwrapped)
-    is :func:`camera_pipeline` with mmseg's own loaders, the shape mmseg's
-    ``inference_model`` and ``MMSegInferencer`` expect; the per-level
-    metric becomes ``IoUMetric``; the gear runs' hooks and ``load_from``
-    go. ``custom_imports`` stays: the segmentor may use the plugin's
-    modules.
-
-    Args:
-        cfg (Config): a GearNN config.
-
-    Returns:
-        Config: the base config (``cfg`` is not changed).
-    """
-    wrapper = cfg.model
-    if 'segmentor' not in wrapper:
-        raise ValueError(
-            f'{cfg.filename or "the config"}: model is a '
-            f'{wrapper.get("type")}, not a wrapper with a segmentor'
-        )
-    test_pipeline = camera_pipeline(
-        test_pipeline_of(cfg),
-        loader='LoadImageFromFile',
-        label_loader='LoadAnnotations',
-    )
-    base = copy.deepcopy(cfg)
-    model = copy.deepcopy(wrapper.segmentor)
-    if wrapper.get('data_preprocessor') is not None:
-        model['data_preprocessor'] = copy.deepcopy(wrapper.data_preprocessor)
-    base.model = model
-    _strip_distortions(base._cfg_dict)
-    for key in ('val_dataloader', 'test_dataloader'):
-        _unwrap_sweep(base.get(key))
-    base.test_pipeline = test_pipeline
-    if base.get('test_dataloader'):
-        base.test_dataloader.dataset.pipeline = copy.deepcopy(test_pipeline)
-    for key in ('val_evaluator', 'test_evaluator'):
-        if (base.get(key) or {}).get('type') == 'DistortionIoUMetric':
-            base[key] = dict(type='IoUMetric', iou_metrics=['mIoU'])
-    for key in ('custom_hooks', 'load_from', 'resume'):
-        base.pop(key, None)
-    return base
-
-
 # -- the gear as a plain segmentor --------------------------------------------
 def gear_state_dict(model: nn.Module, gear: int) -> 'OrderedDict[str, Tensor]':
     """The wrapped segmentor's state dict with ``gear`` switched in (CPU
-    copies; the model is left on its base)."""
-    model.switch_gear(gear)
-    try:
-        return OrderedDict(
-            (k, v.detach().cpu().clone())
-            for k, v in model.segmentor.state_dict().items()
-        )
-    finally:
-        model.restore_base()
+    copies; the model is left on its base).
+
+    The switch, the read and the restore hold the gear lock, so that an
+    inference in another thread cannot switch another gear in between.
+    """
+    with model.gear_bank.lock:
+        model.switch_gear(gear)
+        try:
+            return OrderedDict(
+                (k, v.detach().cpu().clone())
+                for k, v in model.segmentor.state_dict().items()
+            )
+        finally:
+            model.restore_base()
 
 
 def _plain_dataset_meta(meta: Optional[dict]) -> Optional[dict]:
@@ -245,9 +172,10 @@ def export_onnx(
     shape: Tuple[int, int],
     check: bool = True,
 ) -> Optional[float]:
-    """Writes ``segmentor``'s logits as an ONNX file and, with ``check``
-    and onnxruntime installed, compares onnxruntime's logits on CPU with
-    torch's on a random input.
+    """Writes ``segmentor``'s logits as an ONNX file with a dynamic batch
+    axis and, with ``check`` and onnxruntime installed, compares
+    onnxruntime's logits on CPU with torch's on a random batch of
+    :data:`ONNX_CHECK_BATCH` inputs.
 
     Returns:
         float | None: the max abs logit difference (None: not checked).
@@ -259,6 +187,11 @@ def export_onnx(
     """
     module = SegmentorLogits(segmentor, shape).eval()
     example = torch.randn(1, 3, *module.shape, generator=_generator())
+    # Checked on another batch size than the traced one: the batch axis is
+    # dynamic.
+    check_inputs = torch.randn(
+        ONNX_CHECK_BATCH, 3, *module.shape, generator=_generator()
+    )
     buffer = io.BytesIO()
     try:
         with torch.no_grad():
@@ -268,6 +201,7 @@ def export_onnx(
                 buffer,
                 input_names=['inputs'],
                 output_names=['seg_logits'],
+                dynamic_axes={'inputs': {0: 'N'}, 'seg_logits': {0: 'N'}},
                 dynamo=False,
             )
     except Exception as err:
@@ -287,9 +221,9 @@ def export_onnx(
     session = onnxruntime.InferenceSession(
         path, providers=['CPUExecutionProvider']
     )
-    (onnx_logits,) = session.run(None, {'inputs': example.numpy()})
+    (onnx_logits,) = session.run(None, {'inputs': check_inputs.numpy()})
     with torch.no_grad():
-        torch_logits = module(example).numpy()
+        torch_logits = module(check_inputs).numpy()
     diff = float(np.abs(onnx_logits - torch_logits).max())
     if diff > ONNX_ATOL:
         raise RuntimeError(
@@ -312,6 +246,20 @@ def default_onnx_shape(cfg: Config) -> Optional[Tuple[int, int]]:
 
 
 # -- the whole export ---------------------------------------------------------
+def base_config_summary(requires: Sequence[str], notes: Sequence[str]):
+    """What the base config is, in lines: plain mmseg, or which of the
+    plugin's types it needs; then what was replaced or left out."""
+    if requires:
+        first = (
+            f'needs the {PLUGIN} plugin (kept in custom_imports): the '
+            f'segmentor uses its {", ".join(requires)}; stock mmseg without '
+            f'{PLUGIN} cannot build it'
+        )
+    else:
+        first = f'a plain mmseg config: stock mmseg builds it without {PLUGIN}'
+    return [first] + list(notes)
+
+
 def export_gears(
     config: Union[str, Config],
     checkpoint: str,
@@ -342,8 +290,12 @@ def export_gears(
         cfg_options (dict, optional): overrides merged into the config.
 
     Returns:
-        list[dict]: per gear, ``gear``, ``type``, ``level``, ``checkpoint``
-        and, with ``onnx``, ``onnx`` and ``onnx_max_abs_diff``.
+        list[dict]: per gear, ``gear``, ``type``, ``level``, ``checkpoint``,
+        ``base_config`` (its path), ``requires_plugin`` (the plugin's types
+        the base config still uses: empty when stock mmseg reads it without
+        the plugin), ``base_config_summary`` (lines that say so and what
+        was replaced or left out; also the file's header) and, with
+        ``onnx``, ``onnx`` and ``onnx_max_abs_diff``.
 
     Raises:
         ValueError: a gear or level is not in the gear table, or the gears
@@ -369,9 +321,12 @@ def export_gears(
             'size; give onnx_shape=(H, W) (--onnx-shape H W)'
         )
     model = init_gearnn_model(cfg, checkpoint, gears_file)
-    base = base_config(cfg)
+    base, requires, notes = plain_base_config(cfg)
+    summary = base_config_summary(requires, notes)
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write(osp.join(out_dir, BASE_CONFIG), base.pretty_text)
+    base_path = osp.join(out_dir, BASE_CONFIG)
+    header = ''.join(f'# {line}\n' for line in summary)
+    atomic_write(base_path, header + base.pretty_text)
     source = dict(
         source_config=cfg.filename, source_checkpoint=os.fspath(checkpoint)
     )
@@ -385,18 +340,56 @@ def export_gears(
             gear_checkpoint(model, gear, base, **source), f'{stem}.pth'
         )
         results.append(
-            dict(gear=gear, type=dtype, level=level, checkpoint=f'{stem}.pth')
+            dict(
+                gear=gear,
+                type=dtype,
+                level=level,
+                checkpoint=f'{stem}.pth',
+                base_config=base_path,
+                requires_plugin=list(requires),
+                base_config_summary=list(summary),
+            )
         )
     # After every checkpoint: an op that does not export stops only this.
     for result in results if onnx else []:
         path = result['checkpoint'][: -len('.pth')] + '.onnx'
-        model.switch_gear(result['gear'])
-        try:
-            diff = export_onnx(model.segmentor, path, shape)
-        finally:
-            model.restore_base()
+        with model.gear_bank.lock:
+            model.switch_gear(result['gear'])
+            try:
+                diff = export_onnx(model.segmentor, path, shape)
+            finally:
+                model.restore_base()
         result.update(onnx=path, onnx_max_abs_diff=diff)
     return results
+
+
+def export_report(results: Sequence[Dict]) -> List[str]:
+    """The lines that report an export (:func:`export_gears`' results): a
+    line per gear, the base config and how stock mmseg loads it, and
+    whether it needs the plugin (with what was replaced or left out)."""
+    lines = []
+    for r in results:
+        level = '' if r['level'] is None else f' {r["level"]}'
+        line = f'gear {r["gear"]} ({r["type"]}{level}): {r["checkpoint"]}'
+        if 'onnx' in r:
+            diff = r['onnx_max_abs_diff']
+            checked = (
+                'not checked: onnxruntime is not installed'
+                if diff is None
+                else f'onnxruntime max abs logit diff {diff:.1e}'
+            )
+            line += f', {r["onnx"]} ({checked}; batch axis N dynamic)'
+        lines.append(line)
+    if results:
+        first = results[0]
+        lines.append(
+            f'base config: {first["base_config"]}; in mmseg: '
+            f"init_model('{first['base_config']}', '{first['checkpoint']}')"
+        )
+        summary = first['base_config_summary']
+        lines.append(f'base config: {summary[0]}')
+        lines += [f'  {note}' for note in summary[1:]]
+    return lines
 
 
 def _space_of(cfg: Config) -> DistortionSpace:
