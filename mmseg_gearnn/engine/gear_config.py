@@ -13,6 +13,7 @@ from mmseg.registry import TRANSFORMS
 from ..distortions.clean_copy import CLEAN_IMG
 from ..distortions.transforms import _DistortionTransform
 from ..models.model_kind import is_distilled_config, is_gear_config
+from ..selection.budget import check_budget_request
 from ..utils.config import with_meta_key
 
 GEAR_META_KEY = 'distortion'
@@ -395,17 +396,41 @@ def add_gear_hooks(cfg) -> List[str]:
     return [f'custom_hooks: {hook["type"]} added' for hook in added]
 
 
+def check_budget_adaptor(cfg) -> None:
+    """Checks a gear config's adaptor by budget whole (its method and
+    options too, :func:`~mmseg_gearnn.selection.check_budget_request`),
+    before anything is built: a misspelt option would otherwise stop the
+    run only when the gears are about to be selected.
+
+    Raises:
+        ValueError: naming the bad budget, method or option.
+    """
+    if not is_gear_config(cfg):
+        return
+    model = cfg.model
+    if model.get('module') is not None and 'segmentor' not in model:
+        model = model['module']  # a TTA model around the segmentor
+    adaptor = model.get('adaptor')
+    if isinstance(adaptor, dict):
+        check_budget_request(adaptor)
+
+
 def complete_gear_config(cfg) -> List[str]:
     """Completes a gear config for a run: :func:`add_gear_distortions`
     (with :func:`add_distortion_sweeps`), :func:`add_clean_copies` and
-    :func:`add_gear_hooks`, then :func:`warn_jitter_after_distortion`.
+    :func:`add_gear_hooks`, then :func:`warn_jitter_after_distortion`,
+    once :func:`check_budget_adaptor` passed.
     ``tools/train.py`` and ``tools/test.py`` call it; call it on a config
     before ``Runner.from_cfg`` to get the same run. Does nothing to
     other configs.
 
     Returns:
         list[str]: one line per change, for the log.
+
+    Raises:
+        ValueError: a bad adaptor by budget (:func:`check_budget_adaptor`).
     """
+    check_budget_adaptor(cfg)
     changes = (
         add_gear_distortions(cfg) + add_clean_copies(cfg) + add_gear_hooks(cfg)
     )

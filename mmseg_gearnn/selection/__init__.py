@@ -4,11 +4,14 @@ the best set under a memory budget by an exact 0/1 knapsack.
 Layout: :mod:`.candidates` (the tensors), :mod:`.data` (distorted batches),
 :mod:`.scores` (the scorer registry, normalisation) and :mod:`.scorers`
 (the methods), :mod:`.budget`, :mod:`.knapsack` (the pure DP) and
-:mod:`.solver` (tensors as knapsack items), :mod:`.record` (the selection
-file), :mod:`.select` (the flow) and :mod:`.config` (from an mmseg config).
+:mod:`.solver` (tensors as knapsack items), :mod:`.record` (writing the
+selection file; a model reads it with
+:func:`~mmseg_gearnn.models.selection_file.load_selection`), :mod:`.select`
+(the flow) and :mod:`.config` (from an mmseg config).
 Importing :mod:`.scorers` registers the scoring methods.
 """
 
+from ..models.selection_file import FORMAT_VERSION, load_selection
 from .base_weights import (
     check_state_dict,
     extract_state_dict,
@@ -16,7 +19,7 @@ from .base_weights import (
     load_base_checkpoint,
     read_checkpoint,
 )
-from .budget import check_fits, resolve_budget
+from .budget import check_budget_request, check_fits, resolve_budget
 from .candidates import (
     BN_BUFFER,
     PARAM,
@@ -40,13 +43,7 @@ from .data import (
     with_distortion,
 )
 from .knapsack import KnapsackResult, default_granularity, greedy, knapsack
-from .record import (
-    FORMAT_VERSION,
-    build_record,
-    format_selection_table,
-    load_selection,
-    save_selection,
-)
+from .record import build_record, format_selection_table, save_selection
 from .scorers import gradient_statistics, segmentor_loss
 from .scores import (
     DEFAULT_NORMALIZE,
@@ -104,6 +101,7 @@ __all__ = [
     'segmentor_loss',
     'check_fits',
     'resolve_budget',
+    'check_budget_request',
     'DEFAULT_KNAPSACK_VALUE',
     'KNAPSACK_VALUES',
     'SelectionOutcome',

@@ -1,11 +1,59 @@
-"""The selection budget: resolving it to bytes and checking, before any
-scoring, that a candidate tensor can fit it."""
+"""The selection budget: checking an adaptor given by budget, resolving
+it to bytes and checking, before any scoring, that a candidate tensor can
+fit it."""
 
 import math
 from typing import List, Optional, Sequence
 
+from ..models.adaptor import budget_request
 from .candidates import TensorInfo, in_modules
 from .knapsack import default_granularity
+from .scores import available_methods, get_scorer
+
+#: The options of a budget adaptor besides ``budget`` and ``method``:
+#: keyword arguments of :func:`~.select.run_selection`.
+SELECTION_OPTIONS = (
+    'steps',
+    'levels',
+    'seed',
+    'normalize',
+    'granularity',
+    'respect_budget',
+    'exclude_modules',
+    'value',
+)
+
+
+def check_budget_request(adaptor: dict) -> dict:
+    """An adaptor given by budget (``model.adaptor=dict(budget=0.002,
+    method='fisher', ...)``), checked whole: the budget a fraction of the
+    model bytes in (0, 1] (the model's own check,
+    :func:`~mmseg_gearnn.models.adaptor.budget_request`), ``method`` a
+    registered scoring method (``'fisher'`` if unset), every other key an
+    option of the selection (:data:`SELECTION_OPTIONS`) or of the method.
+
+    Returns:
+        dict: the request, its method filled in.
+
+    Raises:
+        ValueError: naming the bad budget, method or option.
+    """
+    request = budget_request(adaptor)
+    method = request['method']
+    if method not in available_methods():
+        raise ValueError(
+            f'unknown adaptor selection method {method!r}; choose from '
+            f'{available_methods()}'
+        )
+    allowed = {'budget', 'method', *SELECTION_OPTIONS}
+    allowed |= set(get_scorer(method).options)
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        raise ValueError(
+            f'unknown option(s) {unknown} of the adaptor by budget; '
+            f'{method!r} takes {sorted(allowed)}'
+        )
+    return request
 
 
 def resolve_budget(

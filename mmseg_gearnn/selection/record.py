@@ -1,4 +1,4 @@
-"""The selection file: the one place that writes it and reads it back.
+"""The selection file: the one place that writes it.
 
 The selection file (JSON, ``format_version`` 1) records which tensors form
 the adaptor, and everything needed to judge and reproduce it: the scores of
@@ -7,34 +7,24 @@ value (:data:`~.solver.KNAPSACK_VALUES`) and greedy comparison, the model
 size, the distortion space, the base checkpoint's fingerprint, the sha256
 of the base weights scored (``base_sha256``, see
 :func:`~mmseg_gearnn.models.gear_file.base_sha256`), the config and the
-seed. :func:`load_selection` checks the format version and, when
-given them, the model and the distortion space the file must match.
+seed. Reading it back, :func:`load_selection` (which checks the format
+version and, when given them, the model and the distortion space the file
+must match), is :mod:`mmseg_gearnn.models.selection_file`: a model reads
+the file it is given as its adaptor.
 """
 
 import json
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-import torch.nn as nn
-
-from ..distortions import DistortionSpace, build_space
+from ..distortions import DistortionSpace
+from ..models.selection_file import FORMAT_VERSION
 from ..utils.io import atomic_write
 from .base_weights import file_fingerprint
-from .candidates import TensorInfo, in_modules, list_candidates
+from .candidates import TensorInfo, in_modules
 from .knapsack import KnapsackResult
 from .scores import NORMALIZATION_DOCS, SCORERS, ScoreResult
 from .solver import DEFAULT_KNAPSACK_VALUE, SelectionOutcome, adaptor_bytes
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = (
-    'format_version',
-    'method',
-    'tensors',
-    'selected',
-    'budget',
-    'distortion_space',
-    'model_total_bytes',
-)
 #: What each tensor entry must hold to be selected from again.
 SCORED_TENSOR_KEYS = ('score', 'raw_score', 'bytes', 'kind', 'is_bn')
 
@@ -135,92 +125,6 @@ def save_selection(record: dict, path: str) -> str:
         str: ``path``.
     """
     return atomic_write(path, json.dumps(record, indent=2) + '\n')
-
-
-def load_selection(
-    path: str, model: Optional[nn.Module] = None, space=None
-) -> dict:
-    """Read and validate a selection file.
-
-    Args:
-        path (str): the JSON file.
-        model (nn.Module, optional): check that every tensor of the file
-            is a candidate of this model with the same number of elements.
-        space (dict | DistortionSpace, optional): check that the file was
-            computed for this distortion space.
-
-    Returns:
-        dict: the selection record.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: malformed file, or a mismatch with ``model`` / ``space``
-            (every mismatching name listed).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'selection file not found: {path}')
-    try:
-        with open(path, encoding='utf-8') as f:
-            record = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(record, dict):
-        raise ValueError(f'{path} is not a selection file (not an object)')
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise ValueError(f'{path} is not a selection file: lacks {missing}')
-    if record['format_version'] != FORMAT_VERSION:
-        raise ValueError(
-            f'{path} has format_version {record["format_version"]!r}; '
-            f'this code reads format_version {FORMAT_VERSION}'
-        )
-    tensors = record['tensors']
-    if not isinstance(tensors, list) or not all(
-        isinstance(t, dict) and {'name', 'numel', 'selected'} <= set(t)
-        for t in tensors
-    ):
-        raise ValueError(
-            f"{path}: 'tensors' must be a list of objects with name, "
-            'numel and selected'
-        )
-    numel = {t['name']: t['numel'] for t in tensors}
-    flagged = [t['name'] for t in tensors if t['selected']]
-    if sorted(flagged) != sorted(record['selected']):
-        raise ValueError(
-            f"{path}: 'selected' and the tensors flagged selected differ"
-        )
-    if model is not None:
-        _check_model(path, numel, model)
-    if space is not None:
-        expected, found = build_space(space), record['distortion_space']
-        if build_space(found) != expected:
-            raise ValueError(
-                f'{path} was computed for the distortion space {found}, '
-                f'not for {expected.to_dict()}'
-            )
-    return record
-
-
-def _check_model(path: str, numel: Dict[str, int], model: nn.Module):
-    have = {t.name: t.numel for t in list_candidates(model)}
-    absent = [n for n in numel if n not in have]
-    wrong = [
-        f'{n} (file {numel[n]}, model {have[n]})'
-        for n in numel
-        if n in have and have[n] != numel[n]
-    ]
-    if absent or wrong:
-        lines = [f'{path} does not match the model:']
-        if absent:
-            lines.append(
-                f'  tensors not in the model ({len(absent)}): '
-                + ', '.join(absent)
-            )
-        if wrong:
-            lines.append(
-                f'  element counts differ ({len(wrong)}): ' + ', '.join(wrong)
-            )
-        raise ValueError('\n'.join(lines))
 
 
 def check_scored_on(record: dict, path: str, checkpoint: str) -> None:

@@ -21,6 +21,7 @@ from mmengine.logging import print_log
 
 from ..distortions import DistortionSpace, build_space
 from ..models.gear_file import base_sha256
+from ..models.selection_file import load_selection
 from .base_weights import file_fingerprint
 from .budget import check_fits, resolve_budget
 from .candidates import (
@@ -34,7 +35,6 @@ from .record import (
     build_record,
     check_scored_on,
     format_selection_table,
-    load_selection,
     recorded_scores,
     save_selection,
 )

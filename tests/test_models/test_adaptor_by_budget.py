@@ -1,17 +1,21 @@
-"""A GearNNSegmentor whose adaptor is a budget: checked when built, no
-gears until selected, and the adaptor of a checkpoint of the model when
-one is loaded."""
+"""A GearNNSegmentor whose adaptor is a budget: its budget checked when
+built (its method and options by the selection, when a run's config is
+completed and before selecting), no gears until selected, and the adaptor
+of a checkpoint of the model when one is loaded."""
 
 import gc
 import weakref
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from toys import tiny_segmentor
 
 import mmseg_gearnn  # noqa: F401
+from mmseg_gearnn.engine import complete_gear_config
+from mmseg_gearnn.selection import check_budget_request
 
 SPACE = dict(distortions=dict(jpeg=[40, 10]))
 NAMES = ['decode_head.conv_seg.weight', 'backbone.stem.1.running_mean']
@@ -37,14 +41,42 @@ def build(adaptor):
         (dict(budget=1.5), r'got budget=1\.5'),
         (dict(budget=True), r'got budget=True'),
         (dict(method='fisher'), r'got budget=None'),
-        (dict(budget=0.01, method='magic'), 'unknown adaptor selection'),
-        (dict(budget=0.01, stepz=3), r"unknown option\(s\) \['stepz'\]"),
-        (dict(budget=0.01, lr=0.1), r"unknown option\(s\) \['lr'\]"),
+        (dict(budget=0.01, method=3), 'the name of a scoring method'),
     ],
 )
 def test_bad_budget_adaptor_is_refused(adaptor, message):
     with pytest.raises(ValueError, match=message):
         build(adaptor)
+    with pytest.raises(ValueError, match=message):
+        check_budget_request(adaptor)
+
+
+@pytest.mark.parametrize(
+    'adaptor, message',
+    [
+        (dict(budget=0.01, method='magic'), 'unknown adaptor selection'),
+        (dict(budget=0.01, stepz=3), r"unknown option\(s\) \['stepz'\]"),
+        (dict(budget=0.01, lr=0.1), r"unknown option\(s\) \['lr'\]"),
+    ],
+)
+def test_bad_selection_of_a_budget_is_refused_before_the_run(adaptor, message):
+    """The method and its options are the selection's: checked by it, and
+    by the completion of a run's config, before anything is built."""
+    with pytest.raises(ValueError, match=message):
+        check_budget_request(adaptor)
+    init_default_scope('mmseg')
+    cfg = Config(
+        dict(
+            model=dict(
+                type='GearNNSegmentor',
+                segmentor=tiny_segmentor(),
+                space=SPACE,
+                adaptor=adaptor,
+            )
+        )
+    )
+    with pytest.raises(ValueError, match=message):
+        complete_gear_config(cfg)
 
 
 def test_budget_adaptor_has_no_gears_until_selected():

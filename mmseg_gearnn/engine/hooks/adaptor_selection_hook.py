@@ -93,9 +93,13 @@ class AdaptorSelectionHook(Hook):
     def _select(runner, model, path: str) -> None:
         """Scores the loaded base on distorted training batches and writes
         the selection file."""
-        from ...selection import DataloaderBatchSource, run_selection
+        from ...selection import (
+            DataloaderBatchSource,
+            check_budget_request,
+            run_selection,
+        )
 
-        options = dict(model.adaptor_request)
+        options = check_budget_request(model.adaptor_request)
         budget, method = options.pop('budget'), options.pop('method')
         if 'train_dataloader' not in runner.cfg:
             raise RuntimeError(
