@@ -18,10 +18,12 @@ gearnn_meta_keys = (
     'distortion',
 )
 
-# Hooks every gear-training run wants: the base must stay frozen, the gears
-# finite, each gear's BN statistics re-estimated under its final tensors, the
-# compact gears file is written beside each checkpoint, and `--resume`
-# continues exactly as the uninterrupted run would have.
+# Hooks every gear-training run wants: the gears start from a loaded base
+# with their adaptor (selected by budget, or the one a checkpoint holds), the
+# base must stay frozen, the gears finite, each gear's BN statistics
+# re-estimated under its final tensors, the compact gears file is written
+# beside each checkpoint, and `--resume` continues exactly as the
+# uninterrupted run would have.
 gearnn_hooks = [
     dict(type='FrozenBaseGuardHook', interval=50),
     dict(type='FiniteGearsHook', interval=1),
@@ -29,11 +31,16 @@ gearnn_hooks = [
     dict(type='GearCheckpointHook'),
     dict(type='RandomStateHook'),
     dict(type='DistortedInputsGuardHook', max_clean_iters=20),
+    dict(type='AdaptorSelectionHook'),
 ]
 # A config that wraps an mmseg segmentor and lists no hooks still stops, with
-# the line to add, when no sample can reach a gear (e.g. an inherited mmseg
-# pipeline without a distortion transform). tools/train.py and tools/test.py
+# the line to add, when no checkpoint filled its base (no load_from) or no
+# sample can reach a gear (e.g. an inherited mmseg pipeline without a
+# distortion transform). tools/train.py and tools/test.py
 # add the transform and the rest of gearnn_hooks to such a config
 # (mmseg_gearnn.engine.complete_gear_config); the hook does nothing for
 # models without gears.
-custom_hooks = [dict(type='DistortedInputsGuardHook', max_clean_iters=20)]
+custom_hooks = [
+    dict(type='AdaptorSelectionHook'),
+    dict(type='DistortedInputsGuardHook', max_clean_iters=20),
+]

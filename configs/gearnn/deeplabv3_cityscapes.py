@@ -83,4 +83,4 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=2000)
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000)
 )
-custom_hooks = [*_base_.gearnn_hooks, dict(type='AdaptorSelectionHook')]
+custom_hooks = _base_.gearnn_hooks  # AdaptorSelectionHook included

@@ -16,8 +16,11 @@ class AdaptorSelectionHook(Hook):
     """Prepares the adaptor of a gear run on its base checkpoint.
 
     - **A base, not random weights**: before training, a model whose base
-      no checkpoint has filled (no ``load_from``) stops the run: its gears
-      would adapt a randomly initialised base.
+      no checkpoint has filled (no ``load_from``) stops the run, whatever
+      its adaptor: its gears would adapt a randomly initialised base
+      (:meth:`GearNNSegmentor.check_base_loaded`; ``allow_random_base=True``
+      on the model lets tests train on one). Every gear config has this
+      hook (``gearnn_hooks``).
     - **An adaptor by budget** (``adaptor=dict(budget=0.002,
       method='fisher')``) is selected before the gears train, on the base
       that ``load_from`` loaded: :func:`mmseg_gearnn.selection.run_selection`
@@ -28,9 +31,12 @@ class AdaptorSelectionHook(Hook):
       built before the gears had tensors, are built again from the config.
       The process-wide random generators are left as they were: the
       selection draws nothing from the training's random streams.
-    - **Testing or resuming** a run of such a model: the adaptor is the one
-      its checkpoint holds (:meth:`GearNNSegmentor.adaptor_from_checkpoint`);
-      on resume the optimizer is built again before its state is loaded.
+    - **Testing or resuming** a run, or starting from a checkpoint of a
+      gear model: the adaptor is the one its checkpoint holds, where it
+      differs from the config's (an adaptor by budget, or another
+      selection; :meth:`GearNNSegmentor.adaptor_from_checkpoint`); in
+      training the optimizer is built again for the new tensors before
+      its state is loaded.
 
     Args:
         filename (str): the selection file, in the work dir.
@@ -60,20 +66,15 @@ class AdaptorSelectionHook(Hook):
             f'adaptor of {len(model.adaptor_names)} tensors taken from the '
             'checkpoint'
         )
-        if isinstance(runner.optim_wrapper, OptimWrapper):  # resuming
+        if isinstance(runner.optim_wrapper, OptimWrapper):  # training
             self._rebuild_optimizer(runner)
 
     def before_train(self, runner) -> None:
         model = self._model(runner)
         if model is None:
             return
-        if self.require_base and not model.base_loaded:
-            raise RuntimeError(
-                'no checkpoint has filled the base model: its gears would '
-                'adapt random weights. Set load_from to the base checkpoint '
-                '(e.g. --cfg-options load_from=BASE.pth; mmseg releases '
-                'trained ones) or train the base first with its base config'
-            )
+        if self.require_base:
+            model.check_base_loaded()
         if not model.adaptor_pending:
             return
         path = osp.join(runner.work_dir, self.filename)

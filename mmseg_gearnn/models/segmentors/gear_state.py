@@ -162,6 +162,21 @@ class GearStateMixin:
         tensors = self.gear_bank.tensors(gear).values()
         return [t for t in tensors if isinstance(t, torch.nn.Parameter)]
 
+    def check_base_loaded(self) -> None:
+        """Raises unless a checkpoint has filled the base (or
+        :attr:`allow_random_base`): gears trained on a random base adapt
+        nothing that will be used. A run calls it before the gears train
+        (``AdaptorSelectionHook``), whatever the adaptor."""
+        if self.base_loaded or self.allow_random_base:
+            return
+        raise RuntimeError(
+            'no checkpoint has filled the base model: its gears would '
+            'adapt random weights. Set load_from to the base checkpoint '
+            '(e.g. --cfg-options load_from=BASE.pth; mmseg releases '
+            'trained ones) or train the base first with its base config '
+            '(for tests only: model.allow_random_base=True)'
+        )
+
     def check_selection_base(self) -> bool:
         """Logs a warning naming both hashes when the selection file of the
         adaptor records the sha256 of other base weights than the base's
