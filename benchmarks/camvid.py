@@ -29,7 +29,12 @@ from mmengine.config import Config
 from gearnn_bench.comparison import CamVidBenchmark
 from gearnn_bench.methods import CONFIG_PATHS
 from gearnn_bench.profiles import resolve_profile
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 from gearnn_bench.report import write_results
 
 # --full-resolution: CamVid's native 360x480 and ten levels per type.
@@ -123,6 +128,7 @@ def parse_args():
         nargs='+',
         help='scoring methods at the main budget (the first is gearnn)',
     )
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
@@ -164,6 +170,9 @@ def main():
         gears_on_fine_tuned=False if args.no_gears_on_fine_tuned else None,
         **overrides,
     )
+    out_name = args.out_name or 'camvid' + suffix
+    # Checked before any work; the commit is the code the run starts with.
+    source = record(osp.join(out_dir, out_name + '.json'), args.allow_dirty)
     benchmark = CamVidBenchmark(
         args.data_root,
         work_dir,
@@ -174,7 +183,8 @@ def main():
     benchmark.profile_name = name
     command = 'python ' + shlex.join(sys.argv)
     results = benchmark.run(command=command, repo_dir=REPO_ROOT)
-    paths = write_results(results, out_dir, args.out_name or 'camvid' + suffix)
+    results.update(source)
+    paths = write_results(results, out_dir, out_name)
     print(open(paths['md'], encoding='utf-8').read())
     print('written:', ', '.join(paths.values()))
 

@@ -17,6 +17,7 @@ corrupted frame.
 """
 
 import argparse
+import os.path as osp
 import shlex
 import sys
 from dataclasses import replace
@@ -24,7 +25,12 @@ from dataclasses import replace
 from gearnn_bench.corruption_profile import resolve_corruption_profile
 from gearnn_bench.corruption_report import evaluate_goals, write_results
 from gearnn_bench.corruption_stages import CorruptionStages
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 
 
 def parse_args(argv=None):
@@ -64,6 +70,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--iters', type=int, help='training iterations of every method'
     )
+    add_allow_dirty(parser)
     return parser.parse_args(argv)
 
 
@@ -90,10 +97,13 @@ def main(argv=None):
     if args.prepare_frames:
         stages.prepare()
         return None
+    stem = 'camvid_c' + ('_quick' if args.quick else '')
+    # Checked before any work; the commit is the code the run starts with.
+    source = record(osp.join(out_dir, stem + '.json'), args.allow_dirty)
     command = 'python ' + shlex.join(sys.argv if argv is None else argv)
     results = stages.run(command=command, repo_dir=REPO_ROOT)
+    results.update(source)
     results['goals'] = evaluate_goals(results)
-    stem = 'camvid_c' + ('_quick' if args.quick else '')
     paths = write_results(results, out_dir, stem)
     print(open(paths['md'], encoding='utf-8').read())
     print('written:', ', '.join(paths.values()))

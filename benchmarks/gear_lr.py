@@ -25,10 +25,10 @@ from gearnn_bench.comparison import CamVidBenchmark
 from gearnn_bench.methods import CONFIG_PATHS
 from gearnn_bench.profiles import resolve_profile
 from gearnn_bench.provenance import (
-    REPO_ROOT,
     RESULTS_DIR,
-    git_commit,
+    add_allow_dirty,
     machine,
+    record,
 )
 from mmseg_gearnn.utils import atomic_write
 
@@ -41,11 +41,13 @@ def parse_args():
     parser.add_argument('--lrs', type=float, nargs='+', required=True)
     parser.add_argument('--work-dir', default='work_dirs/gear_lr')
     parser.add_argument('--out', default=osp.join(RESULTS_DIR, 'gear_lr.json'))
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     init_default_scope('mmseg')
     bench = CamVidBenchmark(
         args.data_root,
@@ -71,7 +73,7 @@ def main():
         print(f'lr {lr:g}: mean {entry["mean_miou"]}', flush=True)
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(REPO_ROOT),
+        **source,
         machine=machine(),
         wall_time_s=round(time.time() - start, 1),
         iters=bench.profile.iters,

@@ -40,7 +40,12 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR, git_commit
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 from mmseg_gearnn.selection import run_selection
 from mmseg_gearnn.utils.io import atomic_write
 
@@ -81,6 +86,7 @@ def parse_args():
         '--out',
         default=osp.join(RESULTS_DIR, 'gear_overhead.json'),
     )
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
@@ -136,6 +142,7 @@ def paired_ratio(
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     init_default_scope('mmseg')
@@ -165,7 +172,6 @@ def main():
     one = torch.rand(1, 3, *size)
     batch = torch.rand(args.batch, 3, *size)
 
-    commit = git_commit(REPO_ROOT)  # the code this run starts with
     with torch.no_grad():
         # A switch alone: copying one gear's adaptor into the model.
         switches = []
@@ -219,7 +225,7 @@ def main():
         threads=args.threads,
         repeats=args.repeats,
         pairs=args.pairs,
-        commit=commit,
+        **source,
         machine=f'{platform.machine()} {platform.processor()} '
         f'{torch.get_num_threads()} threads, torch {torch.__version__}',
         command='python '

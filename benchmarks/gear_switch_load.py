@@ -38,7 +38,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 
 DEFAULT_CONFIG = osp.join(
     REPO_ROOT,
@@ -166,11 +171,13 @@ def parse_args():
     parser.add_argument('--trace-every', type=int, default=1000)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--out', default=DEFAULT_OUT)
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     torch.set_num_threads(args.threads)
     from mmseg_gearnn.utils.io import atomic_write
 
@@ -189,6 +196,7 @@ def main() -> None:
         torch=torch.__version__,
         python=platform.python_version(),
         machine=f'{platform.machine()}, {os.cpu_count()} CPUs',
+        **source,
         **result,
     )
     atomic_write(args.out, json.dumps(result, indent=2) + '\n')

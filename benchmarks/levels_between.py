@@ -42,7 +42,12 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 from mmseg_gearnn.apis import evaluate_levels
 from mmseg_gearnn.distortions import (
     KERNELS,
@@ -488,11 +493,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='config overrides'
     )
+    add_allow_dirty(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    source = record(args.out, args.allow_dirty)  # before any work
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -524,6 +531,7 @@ def main(argv=None) -> dict:
         config=args.config,
         checkpoint=args.checkpoint,
         selection=args.selection,
+        **source,
         **results,
         command='python '
         + ' '.join(

@@ -27,8 +27,9 @@ import mmseg_gearnn  # noqa: F401
 from gearnn_bench.provenance import (
     REPO_ROOT,
     RESULTS_DIR,
-    git_commit,
+    add_allow_dirty,
     machine,
+    record,
 )
 from mmseg_gearnn.utils import atomic_write
 
@@ -50,11 +51,13 @@ def parse_args():
         '--out',
         default=osp.join(RESULTS_DIR, 'memory_format.json'),
     )
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
     cfg.model.backbone.pretrained = None  # timing only: no weights needed
@@ -100,7 +103,7 @@ def main():
     }
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(REPO_ROOT),
+        **source,
         machine=machine(),
         threads=torch.get_num_threads(),
         batch=args.batch,

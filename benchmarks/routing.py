@@ -36,7 +36,12 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmseg_gearnn  # noqa: F401
-from gearnn_bench.provenance import REPO_ROOT, RESULTS_DIR
+from gearnn_bench.provenance import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    add_allow_dirty,
+    record,
+)
 from mmseg_gearnn.apis import (
     GearNNInferencer,
     evaluate_levels,
@@ -93,6 +98,7 @@ def parse_args():
         help='frames for the throughput ratio (each a new gear)',
     )
     parser.add_argument('--out', default=osp.join(RESULTS_DIR, 'routing.json'))
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
@@ -159,6 +165,7 @@ def throughput(inferencer, frames, rounds=4):
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
     if args.data_root:
@@ -273,6 +280,7 @@ def main():
         estimator_training_s=round(train_s, 1),
         levels_oracle=reports['metadata']['levels'],
         levels_estimated=reports['estimate']['levels'],
+        **source,
         command='python '
         + ' '.join([osp.relpath(sys.argv[0], REPO_ROOT)] + sys.argv[1:]),
     )

@@ -30,10 +30,10 @@ from gearnn_bench.comparison import CamVidBenchmark
 from gearnn_bench.methods import CONFIG_PATHS
 from gearnn_bench.profiles import resolve_profile
 from gearnn_bench.provenance import (
-    REPO_ROOT,
     RESULTS_DIR,
-    git_commit,
+    add_allow_dirty,
     machine,
+    record,
 )
 from mmseg_gearnn.selection import file_fingerprint
 from mmseg_gearnn.utils import atomic_write
@@ -89,11 +89,13 @@ def parse_args():
         '--out',
         default=osp.join(RESULTS_DIR, 'training_length.json'),
     )
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     if args.on_mixed and 'mixed' not in args.methods:
         raise SystemExit('training_length: --on-mixed needs --methods mixed')
     init_default_scope('mmseg')
@@ -149,7 +151,7 @@ def main():
             )
     results = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(REPO_ROOT),
+        **source,
         machine=machine(),
         wall_time_s=round(time.time() - start, 1),
         base_checkpoint=osp.abspath(args.base_checkpoint),

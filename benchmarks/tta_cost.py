@@ -35,7 +35,7 @@ from mmseg.structures import SegDataSample
 
 import mmseg_gearnn  # noqa: F401
 from gearnn_bench.provenance import REPO_ROOT as ROOT
-from gearnn_bench.provenance import git_commit, machine
+from gearnn_bench.provenance import add_allow_dirty, machine, record
 from mmseg_gearnn.utils.io import atomic_write
 
 CONFIGS = 'configs/gearnn/'
@@ -64,6 +64,7 @@ def parse_args():
     parser.add_argument(
         '--out', default=osp.join(ROOT, 'benchmarks/results/tta_cost.json')
     )
+    add_allow_dirty(parser)
     return parser.parse_args()
 
 
@@ -77,6 +78,7 @@ def build(config: str, **overrides) -> torch.nn.Module:
 
 def main():
     args = parse_args()
+    source = record(args.out, args.allow_dirty)  # before any work
     torch.set_num_threads(args.threads)
     init_default_scope('mmseg')
     torch.manual_seed(0)
@@ -139,7 +141,7 @@ def main():
     bare_all = [t for name in methods for t in bare_times[name]]
     summary = dict(
         command=shlex.join(['python'] + sys.argv),
-        commit=git_commit(ROOT),
+        **source,
         machine=machine(),
         threads=torch.get_num_threads(),
         model=CONFIGS + BASE,

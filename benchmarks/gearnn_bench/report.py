@@ -114,16 +114,48 @@ def tuning_lines(tuning: Optional[dict], candidates: dict) -> List[str]:
     return lines
 
 
+def _dirty_lines(results: dict) -> List[str]:
+    """Whether the run's tree had uncommitted changes (results written
+    before this was recorded say nothing)."""
+    if results.get('dirty') is None:
+        return []
+    allowed = (
+        ', written with --allow-dirty' if results.get('allow_dirty') else ''
+    )
+    return [f'- uncommitted changes: {results["dirty"]}{allowed}']
+
+
+def per_level_heading(methods: dict) -> List[str]:
+    """The per-level table's heading: its rows are seed 0, which for a
+    method run with several seeds differs from the mean over seeds of the
+    table above."""
+    seeded = [k for k, e in methods.items() if len(e.get('seeds') or []) > 1]
+    if not seeded:
+        return ['', '## mIoU per distortion level', '']
+    return [
+        '',
+        '## mIoU per distortion level (seed 0)',
+        '',
+        'Every row is seed 0. For the methods run with several seeds ('
+        + ', '.join(seeded)
+        + '), `mean` here is seed 0 over the levels, not the mean over '
+        'seeds of the table above.',
+        '',
+    ]
+
+
 def results_markdown(results: dict, png: Optional[str] = None) -> str:
     """The results file in markdown: provenance, the method table (mean
     over seeds and spread, evaluation time per frame), the per-level table
-    (seed 0), the budget curve, the tuning and the goals."""
+    (seed 0, said so where a method ran several seeds), the budget curve,
+    the tuning and the goals."""
     m = results['methods']
     lines = [
         '# Robustness benchmark on CamVid',
         '',
         f'- command: `{results["command"]}`',
         f'- commit: `{results["commit"]}`',
+        *_dirty_lines(results),
         f'- machine: {results["machine"]}',
         f'- wall time: {results["wall_time_s"] / 60:.1f} min '
         f'(profile `{results["profile"]}`)',
@@ -153,7 +185,7 @@ def results_markdown(results: dict, png: Optional[str] = None) -> str:
             f'| {_num(e.get("eval_s_per_frame"), 3)} |'
         )
     if m:
-        lines += ['', '## mIoU per distortion level', '']
+        lines += per_level_heading(m)
         lines.append(
             markdown_table(
                 {k: e['levels'] for k, e in m.items()},
