@@ -1,23 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_select_params.sh CONFIG GPUS [select_params.py options...]
 # The selection runs once, on rank 0; the other ranks wait for its record.
-# Environment: NNODES, NODE_RANK, PORT, MASTER_ADDR, PYTHON.
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-# torchrun, run through the chosen interpreter so that its environment is used.
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes=$NNODES \
-    --node_rank=$NODE_RANK \
-    --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
-    --master_port=$PORT \
-    "$(dirname "$0")/select_params.py" \
-    $CONFIG \
-    --launcher pytorch ${@:3}
+# Environment: NNODES, NODE_RANK, PORT, MASTER_ADDR, PYTHON (dist_launch.sh).
+exec "$(dirname "$0")/dist_launch.sh" select_params.py "$2" \
+    "$1" --launcher pytorch "${@:3}"
