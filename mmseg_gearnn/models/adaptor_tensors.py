@@ -1,9 +1,10 @@
 """The tensors an adaptor may hold, by name: the one definition of the BN
 buffer names and of the candidate set (parameters and BN running
-statistics) that the gear bank, the adaptor forms and the selection share.
+statistics of the modules the prediction uses) that the gear bank, the
+adaptor forms and the selection share.
 """
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Sequence
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -24,21 +25,50 @@ def bn_modules(model: nn.Module) -> Dict[str, _BatchNorm]:
     }
 
 
+def training_only_modules(model: nn.Module) -> List[str]:
+    """Submodules that only feed the training loss, never the prediction.
+
+    An mmseg segmentor's ``auxiliary_head`` adds a loss during training and
+    is skipped at inference, so a gear holding its tensors would spend
+    budget on weights that cannot change any output: they are no adaptor
+    candidates.
+    """
+    if getattr(model, 'with_auxiliary_head', False):
+        return ['auxiliary_head']
+    return []
+
+
+def in_modules(name: str, modules: Sequence[str]) -> bool:
+    """Whether tensor (or module) ``name`` belongs to one of ``modules``
+    (by name)."""
+    return any(name == m or name.startswith(m + '.') for m in modules)
+
+
 def adaptor_candidates(model: nn.Module) -> Dict[str, Tensor]:
     """Every tensor an adaptor may hold: parameters and BN running stats
-    (never the step counter), parameters first."""
-    tensors = dict(model.named_parameters())
+    (never the step counter), parameters first, of every module but the
+    :func:`training_only_modules`."""
+    skip = training_only_modules(model)
+    tensors = {
+        name: p
+        for name, p in model.named_parameters()
+        if not in_modules(name, skip)
+    }
     for module_name, module in bn_modules(model).items():
-        if module.track_running_stats:
+        if module.track_running_stats and not in_modules(module_name, skip):
             for stat in BN_STATS:
                 tensors[f'{module_name}.{stat}'] = getattr(module, stat)
     return tensors
 
 
 def bn_names(model: nn.Module) -> List[str]:
-    """Names of every BN affine parameter and running statistic."""
+    """Names of every BN affine parameter and running statistic (the
+    ``'bn'`` adaptor), but the :func:`training_only_modules`'."""
+    skip = training_only_modules(model)
     names = []
     for module_name, module in bn_modules(model).items():
+        if in_modules(module_name, skip):
+            continue
         for name, tensor in list(
             module.named_parameters(recurse=False)
         ) + list(module.named_buffers(recurse=False)):

@@ -1,24 +1,41 @@
 """The tensors an adaptor may hold, and their sizes.
 
 A candidate is every parameter tensor of the model plus the running
-statistics of every BatchNorm layer, named like their ``state_dict`` keys
-(the set is defined once, by
-:func:`~mmseg_gearnn.models.adaptor_tensors.adaptor_candidates`).
+statistics of every BatchNorm layer, named like their ``state_dict`` keys,
+except those of the modules that only feed the training loss (an
+``auxiliary_head``: unused at inference). The set is defined once, by
+:func:`~mmseg_gearnn.models.adaptor_tensors.adaptor_candidates`.
 ``num_batches_tracked`` is never a candidate: it is a step counter, not
 learned state.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
 
-from ..models.adaptor_tensors import adaptor_candidates, bn_modules
+from ..models.adaptor_tensors import (
+    adaptor_candidates,
+    bn_modules,
+    in_modules,
+    training_only_modules,
+)
+
+__all__ = [
+    'BN_BUFFER',
+    'PARAM',
+    'TensorInfo',
+    'bn_modules',
+    'candidate_tensors',
+    'in_modules',
+    'list_candidates',
+    'model_total_bytes',
+    'training_only_modules',
+]
 
 PARAM = 'param'
 BN_BUFFER = 'bn_buffer'
-#: The BN running statistics (defined in ``models.gear_bank``).
 
 
 @dataclass(frozen=True)
@@ -57,8 +74,9 @@ def list_candidates(model: nn.Module) -> List[TensorInfo]:
 
     Returns:
         list[TensorInfo]: every parameter and every BatchNorm running
-        statistic, in ``state_dict`` order (a parameter shared by two
-        modules appears once, under its first name).
+        statistic but the training-only modules', in ``state_dict`` order
+        (a parameter shared by two modules appears once, under its first
+        name).
     """
     params = dict(model.named_parameters())
     bn_param_names = {
@@ -76,23 +94,6 @@ def list_candidates(model: nn.Module) -> List[TensorInfo]:
         )
         for name, t in candidate_tensors(model).items()
     ]
-
-
-def training_only_modules(model: nn.Module) -> List[str]:
-    """Submodules that only feed the training loss, never the prediction.
-
-    An mmseg segmentor's ``auxiliary_head`` adds a loss during training and
-    is skipped at inference, so a gear holding its tensors would spend
-    budget on weights that cannot change any output.
-    """
-    if getattr(model, 'with_auxiliary_head', False):
-        return ['auxiliary_head']
-    return []
-
-
-def in_modules(name: str, modules: Sequence[str]) -> bool:
-    """Whether tensor ``name`` belongs to one of ``modules`` (by name)."""
-    return any(name == m or name.startswith(m + '.') for m in modules)
 
 
 def model_total_bytes(model: nn.Module) -> int:
