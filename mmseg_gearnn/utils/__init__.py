@@ -20,6 +20,7 @@ from .dist import (
     run_on_main_process,
     setup_dist_train,
     teardown_dist,
+    unwrap_model,
 )
 from .io import atomic_torch_save, atomic_write
 
@@ -39,6 +40,7 @@ __all__ = [
     'skip_bad_files',
     'setup_dist_train',
     'teardown_dist',
+    'unwrap_model',
     'MMENGINE_SAFE_GLOBALS',
     'UnsafeCheckpointError',
     'load_checkpoint_safely',

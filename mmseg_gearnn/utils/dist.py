@@ -26,11 +26,18 @@ from mmengine.device import (
 from mmengine.dist import get_dist_info
 from mmengine.dist import init_dist as mmengine_init_dist
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 #: The model wrapper that distributed training gets when the config names
 #: none: DDP that also runs on the CPU and keeps the gears of every rank
 #: identical.
 DEFAULT_MODEL_WRAPPER = 'GearNNDistributedDataParallel'
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a data-parallel wrapper (``runner.model`` under a
+    launcher), or ``model`` itself where it is not wrapped."""
+    return model.module if is_model_wrapper(model) else model
 
 
 def _cpu_only() -> bool:

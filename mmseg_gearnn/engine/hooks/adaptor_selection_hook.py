@@ -6,9 +6,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmseg.registry import HOOKS
+
+from ...utils.dist import unwrap_model
 
 
 @HOOKS.register_module()
@@ -53,8 +54,7 @@ class AdaptorSelectionHook(Hook):
 
     @staticmethod
     def _model(runner):
-        model = runner.model
-        model = model.module if is_model_wrapper(model) else model
+        model = unwrap_model(runner.model)
         return model if hasattr(model, 'adaptor_pending') else None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

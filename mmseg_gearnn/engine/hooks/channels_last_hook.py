@@ -1,7 +1,8 @@
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ...utils.dist import unwrap_model
 
 
 @HOOKS.register_module()
@@ -24,11 +25,7 @@ class ChannelsLastHook(Hook):
 
     @staticmethod
     def _convert(runner) -> None:
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         model.to(memory_format=torch.channels_last)
 
     def before_train(self, runner) -> None:

@@ -1,11 +1,11 @@
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import HOOKS
 
 from ...distortions.transforms import _DistortionTransform
+from ...utils.dist import unwrap_model
 from ..gear_config import GEAR_META_KEY
 
 # The loss key a GearNNSegmentor logs for a batch that trained no gear.
@@ -70,11 +70,7 @@ class DistortedInputsGuardHook(Hook):
 
     @staticmethod
     def _gear_model(runner):
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         return model if hasattr(model, 'gear_bank') else None
 
     def _check_pipeline(self, runner, mode: str, dataloader) -> None:

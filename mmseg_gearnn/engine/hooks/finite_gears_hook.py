@@ -1,7 +1,8 @@
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ...utils.dist import unwrap_model
 
 
 @HOOKS.register_module()
@@ -28,11 +29,7 @@ class FiniteGearsHook(Hook):
     ) -> None:
         if not self.every_n_train_iters(runner, self.interval):
             return
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'gear_bank'):
             return
         for gear in range(1, model.gear_bank.num_gears):

@@ -2,8 +2,9 @@ import hashlib
 from typing import Dict, Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ...utils.dist import unwrap_model
 
 
 def _digest(tensor) -> str:
@@ -36,11 +37,7 @@ class FrozenBaseGuardHook(Hook):
 
     @staticmethod
     def _base(runner):
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'gear_bank'):
             return None, None
         return model, model.segmentor

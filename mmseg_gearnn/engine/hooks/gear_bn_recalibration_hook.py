@@ -7,12 +7,11 @@ import torch
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ...models.adaptor_tensors import BN_COUNTER, BN_STATS, bn_modules
 from ...models.gear_bank import GearBank
-from ...utils.dist import mean_over_ranks
+from ...utils.dist import mean_over_ranks, unwrap_model
 
 
 @torch.no_grad()
@@ -159,11 +158,7 @@ class GearBNRecalibrationHook(Hook):
     ) -> None:
         if not self.is_last_train_iter(runner):
             return
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         bank = getattr(model, 'gear_bank', None)
         if bank is None or not bank.adapted_bn:
             return

@@ -2,8 +2,9 @@ import os.path as osp
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ...utils.dist import unwrap_model
 
 
 @HOOKS.register_module()
@@ -34,11 +35,7 @@ class GearCheckpointHook(Hook):
 
     @staticmethod
     def _model(runner):
-        model = (
-            runner.model.module
-            if is_model_wrapper(runner.model)
-            else runner.model
-        )
+        model = unwrap_model(runner.model)
         return model if hasattr(model, 'save_gears') else None
 
     def _write(self, runner, filename: str) -> None:
