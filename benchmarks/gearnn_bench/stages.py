@@ -436,6 +436,8 @@ class BenchmarkStages:
                 config=self._config_digest(key, options),
                 **extra,
                 adaptor=adaptor,
+                # 'bn' and 'all' leave the training-only modules out.
+                candidates='inference-only',
                 selection=selection,
                 bn_recalibration=[
                     self.profile.bn_batches_per_gear,
@@ -497,8 +499,9 @@ class BenchmarkStages:
             scoring=scoring,
             budget=budget,
             steps=self.profile.selection_steps,
-            # The knapsack never picks the training-only modules.
-            excluded_modules='training-only',
+            # The training-only modules (an auxiliary head) are no
+            # candidates: neither scored nor picked.
+            candidates='inference-only',
         )
         if seed:
             inputs['seed'] = seed
