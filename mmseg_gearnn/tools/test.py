@@ -154,8 +154,8 @@ def build_config(args: argparse.Namespace) -> Config:
         print_log(change, logger='current')
 
     if args.show or args.show_dir:
-        hook = show_inputs(cfg, args.show_dir, args.show, args.wait_time)
-        hook['interval'] = args.show_interval
+        show_inputs(cfg, args.show_dir, args.show, args.wait_time)
+        cfg.default_hooks.visualization.interval = args.show_interval
 
     if args.tta:
         use_tta(cfg)

@@ -178,6 +178,32 @@ def test_show_dir_draws_the_distorted_input(tested, name, distortion):
     assert drawn[:band].max() > 200  # the caption's white text
 
 
+def test_show_dir_draws_every_frame_and_says_so(base, tmp_path):
+    """Without an interval override every test frame is drawn (the
+    config's visualization interval, 50 batches, drew none of the 13) and
+    the log says how many."""
+    show = tmp_path / 'show'
+    output = _ok(
+        _run(
+            'test.py',
+            CONFIG,
+            base,
+            '--work-dir',
+            tmp_path / 'work',
+            '--show-dir',
+            show,
+            '--cfg-options',
+            *SHRINK,
+            cwd=tmp_path,
+        )
+    )
+    assert len(list(show.glob('*.png'))) == NUM_GEARS
+    assert (
+        f'--show-dir: {NUM_GEARS} frame(s) drawn to {show} (every test frame)'
+        in output
+    )
+
+
 def test_caption_names_type_level_and_gear():
     sample = SegDataSample(
         metainfo=dict(
