@@ -17,7 +17,7 @@ from mmseg.structures import SegDataSample
 from toys import tiny_preprocessor
 
 import mmseg_gearnn  # noqa: F401
-from mmseg_gearnn.models.segmentors.stability import pixel_kl
+from mmseg_gearnn.models.segmentors.paired_frames import pixel_kl
 
 SPACE = dict(distortions=dict(brightness=[0.3, 0.1], jpeg=[10]))
 SIZE = (32, 32)

@@ -6,13 +6,12 @@ from typing import Iterator, List
 
 import torch
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 from mmseg.utils import SampleList
 from torch import Tensor
 
 from ...distortions.clean_copy import CLEAN_IMG
 from .gearnn import GearNNSegmentor
-from .stability import _to_chw_tensor, pixel_kl
+from .paired_frames import paired_batch, pixel_kl
 
 
 @contextmanager
@@ -122,29 +121,14 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
     def clean_logits(self, inputs: Tensor, data_samples: SampleList):
         """The decode head's logits of the base alone, in inference mode,
         on the clean copies of ``data_samples`` (prepared as ``inputs``)."""
-        copies = []
-        for i, sample in enumerate(data_samples):
-            img = sample.metainfo.get(CLEAN_IMG)
-            if img is None:
-                raise KeyError(
-                    f'data sample {i} carries no clean copy: put '
-                    'KeepCleanCopy right before RandomDistortion in the '
-                    f"training pipeline and add '{CLEAN_IMG}' to "
-                    "PackSegInputs' meta_keys"
-                )
-            copies.append(_to_chw_tensor(img))
-        clean = self.data_preprocessor(
-            dict(
-                inputs=copies, data_samples=[SegDataSample() for _ in copies]
-            ),
-            True,
-        )['inputs']
-        if clean.shape != inputs.shape:
-            raise ValueError(
-                f'the clean batch has shape {tuple(clean.shape)}, the '
-                f'distorted batch {tuple(inputs.shape)}: KeepCleanCopy must '
-                'come after every transform that changes the size'
-            )
+        clean = paired_batch(
+            self.data_preprocessor,
+            data_samples,
+            CLEAN_IMG,
+            inputs,
+            copy='clean copy',
+            step='KeepCleanCopy right before RandomDistortion',
+        )
         modes = [(m, m.training) for m in self.segmentor.modules()]
         self.segmentor.eval()
         try:

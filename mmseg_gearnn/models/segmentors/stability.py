@@ -4,39 +4,18 @@ any mmseg segmentor: the one-model-for-all-levels baseline of GearNN."""
 from contextlib import contextmanager
 from typing import List, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .paired_frames import paired_batch, pixel_kl
 from .wrapper import SegmentorWrapper
 
 # The metainfo key that carries the distorted copy (see PairedDistortion).
 DISTORTED_IMG = 'distorted_img'
-
-
-def pixel_kl(target_logits: Tensor, logits: Tensor, valid: Tensor) -> Tensor:
-    """Per-pixel ``KL(softmax(target_logits) || softmax(logits))`` over the
-    class dimension, averaged over the ``valid`` pixels.
-
-    Args:
-        target_logits (Tensor): (N, C, H, W), the reference distribution.
-        logits (Tensor): (N, C, H, W), the distribution pulled toward it.
-        valid (Tensor): (N, H, W) bool; with no valid pixel the result is a
-            zero that still depends on ``logits`` (zero gradient, no NaN).
-
-    Returns:
-        Tensor: a scalar.
-    """
-    log_p = F.log_softmax(target_logits.float(), dim=1)
-    log_q = F.log_softmax(logits.float(), dim=1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
-    kl = torch.where(valid, kl, torch.zeros_like(kl))
-    return kl.sum() / valid.sum().clamp(min=1)
 
 
 @MODELS.register_module()
@@ -147,30 +126,14 @@ class StabilitySegmentor(SegmentorWrapper):
     ) -> Tensor:
         """The batch of distorted copies, prepared as the clean ``inputs``
         (same preprocessor, training mode)."""
-        copies = []
-        for i, sample in enumerate(data_samples):
-            img = sample.metainfo.get(DISTORTED_IMG)
-            if img is None:
-                raise KeyError(
-                    f'data sample {i} carries no distorted copy: put '
-                    'PairedDistortion in the training pipeline and add '
-                    f"'{DISTORTED_IMG}' to PackSegInputs' meta_keys"
-                )
-            copies.append(_to_chw_tensor(img))
-        data = self.data_preprocessor(
-            dict(
-                inputs=copies, data_samples=[SegDataSample() for _ in copies]
-            ),
-            True,
+        return paired_batch(
+            self.data_preprocessor,
+            data_samples,
+            DISTORTED_IMG,
+            inputs,
+            copy='distorted copy',
+            step='PairedDistortion',
         )
-        distorted = data['inputs']
-        if distorted.shape != inputs.shape:
-            raise ValueError(
-                f'the distorted batch has shape {tuple(distorted.shape)}, '
-                f'the clean batch {tuple(inputs.shape)}: PairedDistortion '
-                'must come after every transform that changes the size'
-            )
-        return distorted
 
     def _logits(self, inputs: Tensor, metas: List[dict], size) -> Tensor:
         logits = self.segmentor.encode_decode(inputs, metas)
@@ -214,14 +177,3 @@ class StabilitySegmentor(SegmentorWrapper):
         self, inputs: Tensor, data_samples: OptSampleList = None
     ) -> SampleList:
         return self.segmentor.predict(inputs, data_samples)
-
-
-def _to_chw_tensor(img) -> Tensor:
-    """An HxW(xC) array as a CxHxW tensor, as ``PackSegInputs`` packs
-    ``img``; a tensor is taken as already packed."""
-    if isinstance(img, Tensor):
-        return img
-    img = np.asarray(img)
-    if img.ndim < 3:
-        img = img[..., None]
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
