@@ -5,7 +5,10 @@
     python benchmarks/camvid_c.py ../shared/data/camvid --quick
 
 Every method (clean, mixed augmentation, stability training, per-corruption
-BN, online BN, TENT, GearNN) starts from one clean base (given, or trained
+BN, online BN, TENT, GearNN, and the recipe: distilled gears and a clean
+gear over the mixed-augmentation model, routed by the ConfidentGearRouter
+whose threshold leave-one-corruption-out chooses on the tuning split)
+starts from one clean base (given, or trained
 on the ``train_fit`` frames), trains on those frames under the 15
 benchmark corruptions of ``imagecorruptions`` and is evaluated on the
 ``val`` split clean, under the 15 x 5 benchmark conditions and the 4 x 5
@@ -70,6 +73,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--iters', type=int, help='training iterations of every method'
     )
+    parser.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        help='training seeds of the recipe, mixed augmentation and '
+        'stability training (the first must be 0; default: 0)',
+    )
     add_allow_dirty(parser)
     return parser.parse_args(argv)
 
@@ -77,7 +87,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     profile_name = 'quick' if args.quick else 'full'
-    name, profile = resolve_corruption_profile(profile_name, iters=args.iters)
+    name, profile = resolve_corruption_profile(
+        profile_name, seeds=args.seeds, iters=args.iters
+    )
     if args.per_severity_gears:
         profile = replace(
             profile, gear_mappings=('per_corruption', 'per_severity')
@@ -103,7 +115,7 @@ def main(argv=None):
     command = 'python ' + shlex.join(sys.argv if argv is None else argv)
     results = stages.run(command=command, repo_dir=REPO_ROOT)
     results.update(source)
-    results['goals'] = evaluate_goals(results)
+    results['goals'] = evaluate_goals(results, stages.draws)
     paths = write_results(results, out_dir, stem)
     print(open(paths['md'], encoding='utf-8').read())
     print('written:', ', '.join(paths.values()))

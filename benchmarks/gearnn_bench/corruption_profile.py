@@ -18,6 +18,12 @@ A CamVid-C run uses four spaces built from the standard corruptions
                    routes every severity there) or one per corruption and
                    severity
 =================  ===================================================
+
+The recipe's gear table and training space also hold a clean gear: the
+identity level :data:`CLEAN_GEAR_LEVEL` (``brightness`` 1.0, which leaves
+a frame unchanged), trained on clean frames like any other gear and run
+on clean frames by the ``ConfidentGearRouter``'s ``clean_gear``: over a
+robust base, it wins back clean accuracy.
 """
 
 from dataclasses import dataclass, replace
@@ -37,6 +43,8 @@ GEAR_MAPPINGS = ('per_corruption', 'per_severity')
 # The gear of a corruption whose severities share one: listed at the middle
 # severity, the others snap to it (the level only names the gear).
 SHARED_GEAR_SEVERITY = 3
+# The clean gear of a gear table: an identity level, (type, level).
+CLEAN_GEAR_LEVEL = ('brightness', 1.0)
 
 
 @dataclass
@@ -60,6 +68,11 @@ class CorruptionProfile:
         estimator_images (int): training frames the distortion estimator
             sees under every condition.
         seed (int): seeds the corrupted val frames and the estimator.
+        seeds (tuple[int]): the training seeds of the seeded methods
+            (``SEEDED_METHODS`` of the stages); 0 is the configs' own.
+        tune_images (tuple[int]): the ``train_tune`` frames (indices) the
+            tuning split evaluates: the routing threshold's choice and the
+            training-length curve; never val.
     """
 
     stages: BenchmarkProfile
@@ -71,6 +84,8 @@ class CorruptionProfile:
     alpha: float = 3.0
     estimator_images: int = 8
     seed: int = 0
+    seeds: Tuple[int, ...] = (0,)
+    tune_images: Tuple[int, ...] = tuple(range(0, 60, 5))
 
     def __post_init__(self) -> None:
         for name in self.corruptions:
@@ -92,23 +107,30 @@ class CorruptionProfile:
                 )
         if not self.gear_mappings:
             raise ValueError('give at least one gear mapping')
+        if not self.seeds or self.seeds[0] != 0:
+            raise ValueError(f'seeds must start with 0, got {self.seeds}')
+        if not self.tune_images:
+            raise ValueError('give at least one tuning frame')
 
-    def _space(self, corruptions, severities=None) -> dict:
+    def _space(self, corruptions, severities=None, clean_gear=False):
         severities = list(severities or self.severities)
-        return dict(
-            distortions={
-                corruption_type(c): list(severities) for c in corruptions
-            },
-            snap='error',
-        )
+        distortions = {
+            corruption_type(c): list(severities) for c in corruptions
+        }
+        if clean_gear:
+            dtype, level = CLEAN_GEAR_LEVEL
+            distortions[dtype] = [level]
+        return dict(distortions=distortions, snap='error')
 
     @property
     def trained(self) -> Tuple[str, ...]:
         """The benchmark corruptions trained on."""
         return tuple(c for c in self.corruptions if c not in self.untrained)
 
-    def train_space(self) -> dict:
-        return self._space(self.trained)
+    def train_space(self, clean_gear: bool = False) -> dict:
+        """The trained levels; with ``clean_gear``, the clean gear's
+        identity level too (a gear's share of the batches)."""
+        return self._space(self.trained, clean_gear=clean_gear)
 
     def eval_space(self, sweep: str) -> dict:
         """The evaluated levels: ``'all'``, ``'trained'`` or
@@ -122,10 +144,12 @@ class CorruptionProfile:
             raise ValueError(f'unknown sweep {sweep!r}')
         return self._space(corruptions[sweep])
 
-    def gear_space(self, mapping: str) -> dict:
+    def gear_space(self, mapping: str, clean_gear: bool = False) -> dict:
         if mapping == 'per_severity':
-            return self.train_space()
-        space = self._space(self.trained, [SHARED_GEAR_SEVERITY])
+            return self.train_space(clean_gear)
+        space = self._space(
+            self.trained, [SHARED_GEAR_SEVERITY], clean_gear=clean_gear
+        )
         space['snap'] = 'nearest'
         return space
 
@@ -159,20 +183,21 @@ PROFILES = {
             bn_max_batches=4,
             crop_size=(96, 128),
         ),
-        corruptions=('gaussian_noise', 'contrast'),
+        corruptions=('gaussian_noise', 'contrast', 'fog'),
         held_out=('speckle_noise',),
         untrained=('contrast',),
         severities=(1, 5),
         estimator_images=2,
+        tune_images=(0, 1),
     ),
 }
 
 
 def resolve_corruption_profile(
-    name: str, **stage_overrides
+    name: str, seeds=None, **stage_overrides
 ) -> Tuple[str, CorruptionProfile]:
     """``(name, profile)`` with ``stage_overrides`` of its stage settings
-    (None values ignored); the name lists them."""
+    and ``seeds`` (None values ignored); the name lists them."""
     if name not in PROFILES:
         raise ValueError(
             f'unknown profile {name!r}; choose from {sorted(PROFILES)}'
@@ -181,13 +206,20 @@ def resolve_corruption_profile(
     overrides = {k: v for k, v in stage_overrides.items() if v is not None}
     if overrides:
         profile = replace(profile, stages=replace(profile.stages, **overrides))
+    if seeds is not None:
+        profile = replace(profile, seeds=tuple(seeds))
+        overrides['seeds'] = tuple(seeds)
+    if overrides:
         name += ' with ' + ', '.join(
             f'{k}={v}' for k, v in sorted(overrides.items())
         )
     return name, profile
 
 
-def gear_count(profile: CorruptionProfile, mapping: str) -> int:
-    """Distorted gears of a mapping (the clean gear is the base)."""
+def gear_count(
+    profile: CorruptionProfile, mapping: str, clean_gear: bool = False
+) -> int:
+    """Trained gears of a mapping (gear 0 is the base; ``clean_gear`` adds
+    the trained clean gear)."""
     per = 1 if mapping == 'per_corruption' else len(profile.severities)
-    return len(profile.trained) * per
+    return len(profile.trained) * per + int(clean_gear)

@@ -22,18 +22,12 @@ from mmseg_gearnn.evaluation import (
 )
 from mmseg_gearnn.utils import atomic_write
 
+from .corruption_intervals import interval
 from .corruption_profile import CorruptionProfile
+from .goals import CORRUPTION_GOALS
 
-# (name, method, measure, at least, comparison method or None, offset):
-# the measure of ``method`` is at least that of the comparison plus
-# ``offset`` (or at least ``offset`` without one).
-GOALS = (
-    ('mPC >= clean + 12', 'gearnn', 'mPC', 'clean', 12.0),
-    ('mPC >= stability + 4', 'gearnn', 'mPC', 'stability', 4.0),
-    ('rPC >= 0.90', 'gearnn', 'rPC', None, 0.90),
-    ('held-out >= clean', 'gearnn', 'held_out_mean', 'clean', 0.0),
-    ('held-out >= tent - 2', 'gearnn', 'held_out_mean', 'tent', -2.0),
-)
+# The measures averaged over seeds.
+SUMMARY_KEYS = ('P', 'mPC', 'rPC', 'mCE', 'held_out_mean')
 
 
 def _round(value, digits=2):
@@ -88,29 +82,85 @@ def method_entry(
     )
 
 
-def evaluate_goals(results: dict) -> list:
-    """Each goal: met, or short by how much."""
+def merge_seeds(entries: Dict[str, dict]):
+    """``(methods, seeds)``: entries named ``{method}_seed{n}`` merged into
+    ``method``'s (the mean over seeds of every number), and ``{method:
+    {seed: {P, mPC, rPC, held_out_mean}}}`` of the methods run with more
+    than one seed."""
+    groups: Dict[str, Dict[int, dict]] = {}
+    for name, entry in entries.items():
+        method, _, seed = name.partition('_seed')
+        groups.setdefault(method, {})[int(seed or 0)] = entry
+    methods, seeds = {}, {}
+    for method, runs in groups.items():
+        if len(runs) == 1:
+            methods[method] = next(iter(runs.values()))
+            continue
+        first = runs[min(runs)]
+        merged = dict(first)
+        for key in SUMMARY_KEYS:
+            values = [r[key] for r in runs.values() if r[key] is not None]
+            merged[key] = _round(
+                sum(values) / len(values) if values else None,
+                4 if key in ('rPC', 'mCE') else 2,
+            )
+        merged['per_corruption'] = {
+            c: {
+                s: _round(
+                    sum(r['per_corruption'][c][s] for r in runs.values())
+                    / len(runs)
+                )
+                for s in cells
+            }
+            for c, cells in first['per_corruption'].items()
+        }
+        methods[method] = merged
+        seeds[method] = {
+            str(seed): {k: r[k] for k in ('P', 'mPC', 'rPC', 'held_out_mean')}
+            for seed, r in sorted(runs.items())
+        }
+    return methods, seeds
+
+
+def evaluate_goals(results: dict, draws: Optional[dict] = None) -> list:
+    """Each goal of :data:`~.goals.CORRUPTION_GOALS`: its value (margin
+    over the others' best, or the measure), the bootstrap interval of that
+    value over frames when ``draws`` are given (:func:`~.corruption_intervals
+    .bootstrap`), met only when the interval's lower end reaches the
+    target, else short by how much (of the value)."""
     methods = results['methods']
     out = []
-    for name, method, measure, other, offset in GOALS:
-        value = methods.get(method, {}).get(measure)
-        target = offset
-        if other is not None:
-            base = methods.get(other, {}).get(measure)
-            target = None if base is None else base + offset
-        if value is None or target is None:
-            out.append(dict(goal=name, value=value, target=target, met=None))
+    for goal in CORRUPTION_GOALS:
+        value = methods.get(goal.method, {}).get(goal.measure)
+        others = [methods.get(o, {}).get(goal.measure) for o in goal.others]
+        entry = dict(goal=goal.name, method=goal.method, target=goal.offset)
+        if value is None or any(o is None for o in others):
+            out.append(dict(entry, value=None, met=None))
             continue
-        met = value >= target - 1e-9
-        out.append(
-            dict(
-                goal=name,
-                value=value,
-                target=round(target, 4),
-                met=met,
-                short_by=None if met else round(target - value, 4),
-            )
+        margin = value - max(others) if others else value
+        entry['value'] = round(margin, 4)
+        entry['kind'] = 'margin' if others else 'value'
+        if (
+            draws is not None
+            and goal.method in draws
+            and all(o in draws for o in goal.others)
+        ):
+            values = draws[goal.method][goal.measure]
+            if goal.others:
+                import numpy as np
+
+                values = values - np.max(
+                    [draws[o][goal.measure] for o in goal.others], axis=0
+                )
+            entry['interval'] = list(interval(values))
+        low = entry.get('interval', [margin])[0]
+        met = low >= goal.offset - 1e-9
+        entry.update(
+            met=bool(met),
+            met_by_value=bool(margin >= goal.offset - 1e-9),
+            short_by=None if met else round(goal.offset - low, 4),
         )
+        out.append(entry)
     return out
 
 
@@ -196,7 +246,16 @@ def markdown(results: dict) -> str:
             ]
             cells.append(_fmt(sum(values) / len(values) if values else None))
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-    lines += ['', '## Goals', '']
+    lines += [
+        '',
+        '## Goals',
+        '',
+        'Each as a margin over the compared methods (their best) or a '
+        'value, with its 95% bootstrap interval over val frames (seeds '
+        'averaged on each draw); met only when the lower end reaches the '
+        'target, else short by the target minus the lower end.',
+        '',
+    ]
     for g in results.get('goals', []):
         if g['met'] is None:
             state = 'not measured'
@@ -204,9 +263,13 @@ def markdown(results: dict) -> str:
             state = 'met'
         else:
             state = f'short by {g["short_by"]:g}'
+        span = g.get('interval')
+        span = f' [{span[0]:.3f}, {span[1]:.3f}]' if span else ''
+        what = 'margin' if g.get('kind') == 'margin' else 'value'
         lines.append(
-            f'- gearnn {g["goal"]}: {_fmt(g["value"], 3)} against '
-            f'{_fmt(g["target"], 3)}: **{state}**'
+            f'- {g.get("method", "gearnn")} {g["goal"]}: {what} '
+            f'{_fmt(g["value"], 3)}{span} against {_fmt(g["target"], 3)}: '
+            f'**{state}**'
         )
     routing = results.get('estimator_routing')
     if routing:
@@ -249,4 +312,33 @@ def write_results(results: dict, out_dir: str, stem: str) -> Dict[str, str]:
         png=plot_miou_vs_level(
             group_curves(results), base + '.png', clean=clean
         ),
+    )
+
+
+def run_choices(p: CorruptionProfile, cost: dict) -> dict:
+    """The run's settings, stated in the results file."""
+    s = p.stages
+    slowest = max(cost['seconds'], key=cost['seconds'].get)
+    return dict(
+        val_frames=list(s.val_images) if s.val_images else 'all',
+        resolution='240x320'
+        if s.crop_size is None
+        else 'x'.join(map(str, s.crop_size)),
+        iters=s.iters,
+        budget=s.budget,
+        stability_alpha=p.alpha,
+        train_frames='configs/_base_/datasets/camvid_splits/train_fit.txt',
+        severities=list(p.severities),
+        gear_mappings=list(p.gear_mappings),
+        training_corruption=(
+            'on the fly on each random crop; the slowest, '
+            f'{slowest}, costs {cost["seconds"][slowest]} s a crop'
+        ),
+        untrained=list(p.untrained),
+        eval_frames='corrupted once per (frame, corruption, severity, '
+        'seed, library version), cached as PNG in the work dir',
+        untrained_routing='gear models: the untrained and held-out '
+        'corruptions routed by a distortion estimator trained on the '
+        'trained corruptions, to the nearest trained gear',
+        reference_for_mCE='clean',
     )

@@ -39,11 +39,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
-from mmseg_gearnn.apis.estimator import distorted_features, fit_estimator
-from mmseg_gearnn.distortions import build_space, corruption_of
-from mmseg_gearnn.models import DistortionEstimator
 from mmseg_gearnn.utils import atomic_write
 
+from . import corruption_intervals  # noqa: F401 (registers the hook)
 from .corruption_cache import (
     LIBRARY,
     CachedRequestedDistortion,
@@ -51,16 +49,22 @@ from .corruption_cache import (
     corruption_cost,
     library_version,
 )
+from .corruption_intervals import AREAS_FILE, bootstrap, load_frame_areas
 from .corruption_profile import CorruptionProfile, gear_count
-from .corruption_report import method_entry
+from .corruption_recipe import RECIPE, RecipeStages, seed_options, seed_suffix
+from .corruption_report import merge_seeds, method_entry, run_choices
+from .corruption_routing import RoutingStages
 from .provenance import REPO_ROOT, git_commit, machine
 from .stages import SPLIT, BenchmarkStages
+from .tuning import split_files
 
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs/gearnn')
 CONFIGS = dict(
     base='deeplabv3plus_efficientnet-lite0_1xb8-1k_camvid-240x320.py',
     gearnn='gearnn_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-'
     '240x320.py',
+    gearnn_distill='gearnn-distill_deeplabv3plus_efficientnet-lite0_1xb8-300_'
+    'camvid-240x320.py',
     mixed='mixed_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-240x320.py',
     stability='stability_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-'
     '240x320.py',
@@ -75,6 +79,10 @@ TRAIN_FIT = osp.join(
 # Config keys a stage's options may set, read (and removed) by ``adjust``.
 SWEEP_KEY = 'corruption_sweep'
 MAPPING_KEY = 'corruption_gears'
+# True: the gear table also holds a clean gear (see corruption_profile).
+CLEAN_GEAR_KEY = 'corruption_clean_gear'
+# Segmentors whose gear table ``adjust`` sets.
+GEAR_SEGMENTORS = ('GearNNSegmentor', 'DistilledGearNNSegmentor')
 # The reported methods, in order.
 METHOD_NAMES = (
     'clean',
@@ -84,6 +92,7 @@ METHOD_NAMES = (
     'online_bn',
     'tent',
     'gearnn',
+    'gearnn_recipe',
 )
 
 
@@ -94,7 +103,7 @@ def _set_space_of(pipeline, names, space, **extra) -> None:
             step.update(extra)
 
 
-class CorruptionStages(BenchmarkStages):
+class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
     """The cached stages of the CamVid-C comparison.
 
     Args:
@@ -126,22 +135,29 @@ class CorruptionStages(BenchmarkStages):
         )
         self.corruption_profile = profile
         self.profile_name = profile_name
+        # The tuning split (train_tune frames): every method can be
+        # evaluated there, never on val, to choose (see corruption_recipe).
+        if self.splits is None:
+            self.splits = split_files(
+                self.data_root, osp.join(work_dir, 'splits')
+            )
         self.frames_dir = osp.abspath(osp.join(work_dir, 'frames'))
 
     # -- configs ----------------------------------------------------------
 
-    def adjust(self, cfg: Config) -> Config:
+    def adjust(self, cfg: Config, split_frames=None) -> Config:
         """Put the profile's spaces, training frames and cached sweep into
         a stage's config (see the module docstring)."""
         p = self.corruption_profile
         sweep = cfg.pop(SWEEP_KEY, 'all')
         mapping = cfg.pop(MAPPING_KEY, p.gear_mappings[0])
-        train_space = p.train_space()
-        gear_space = p.gear_space(mapping)
+        clean_gear = cfg.pop(CLEAN_GEAR_KEY, False)
+        train_space = p.train_space(clean_gear)
+        gear_space = p.gear_space(mapping, clean_gear)
         eval_space = p.eval_space(sweep)
         # Selection scores the gear table's levels.
         cfg.distortion_space = gear_space
-        if cfg.model.get('type') == 'GearNNSegmentor':
+        if cfg.model.get('type') in GEAR_SEGMENTORS:
             cfg.model.space = gear_space
         train = cfg.train_dataloader
         train.dataset.ann_file = TRAIN_FIT
@@ -171,10 +187,31 @@ class CorruptionStages(BenchmarkStages):
         for key in ('val_evaluator', 'test_evaluator'):
             if cfg.get(key) and 'space' in cfg[key]:
                 cfg[key].space = eval_space
+        # Each frame's class areas too, for the intervals.
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(
+                type=corruption_intervals.FrameAreasHook.__name__,
+                ignore_index=cfg.test_evaluator.get('ignore_index', 255),
+            )
+        ]
+        if split_frames is not None:
+            for key in ('val_dataloader', 'test_dataloader'):
+                dataset = cfg[key].dataset
+                dataset = dataset.get('dataset', dataset)
+                dataset['indices'] = list(split_frames)
         return cfg
 
-    def _cfg(self, *args, **kwargs) -> Config:
-        return self.adjust(super()._cfg(*args, **kwargs))
+    def _cfg(self, key, stage_dir, iters, options=None, split=SPLIT) -> Config:
+        cfg = super()._cfg(key, stage_dir, iters, options, split)
+        frames = None
+        if split != SPLIT:
+            frames = self.corruption_profile.tune_images
+        return self.adjust(cfg, frames)
+
+    def _eval_images(self, split: str) -> int:
+        if split == SPLIT:
+            return super()._eval_images(split)
+        return len(self.corruption_profile.tune_images)
 
     def _config_digest(self, key: str, options: Optional[dict] = None):
         # The profile's spaces are part of what a stage ran.
@@ -249,118 +286,35 @@ class CorruptionStages(BenchmarkStages):
             for i in sorted(picks)
         ]
 
-    def estimator(self, mapping: str) -> dict:
-        """A distortion estimator for the gear table of ``mapping``,
-        trained on ``train_fit`` frames at the inference resolution under
-        every trained corruption and severity, each labelled with its
-        nearest gear (its corruption's, where severities share one)."""
-        p = self.corruption_profile
-        h, w = self.profile.crop_size or (240, 320)
-        gear_space = build_space(p.gear_space(mapping))
-        train_space = build_space(p.train_space())
-
-        def run(stage_dir):
-            images = [
-                mmcv.imresize(img, (w, h))
-                for img in self._train_frames(p.estimator_images)
-            ]
-            estimator = DistortionEstimator(gear_space)
-            # Features as the estimator computes them at inference.
-            features, gears = distorted_features(
-                train_space, images, p.seed, estimator.max_side
-            )
-            labels = np.array(
-                [
-                    gear_space.gear_id(*train_space.level_of(int(g)))
-                    for g in gears
-                ]
-            )
-            stats = fit_estimator(estimator, features, labels, seed=p.seed)
-            out = osp.abspath(osp.join(stage_dir, 'estimator.pth'))
-            estimator.save(out)
-            return dict(
-                file=out,
-                images=len(images),
-                train_accuracy=stats['train_accuracy'],
-            )
-
-        return self.cache.run(
-            f'estimator_{mapping}',
-            dict(
-                gears=p.gear_space(mapping),
-                data_root=self.data_root,
-                mapping=mapping,
-                space=p.train_space(),
-                images=p.estimator_images,
-                size=[h, w],
-                seed=p.seed,
-                library=library_version(),
-            ),
-            run,
-        )
-
-    def estimator_routing(self, mapping: str) -> dict:
-        """Where the estimator of ``mapping`` sends each evaluated
-        corruption: ``{corruption: {gear's corruption or 'clean': frames}}``
-        over its severities, and the share of frames of the trained
-        corruptions sent to their own gear."""
-        est = self.estimator(mapping)
-        p = self.corruption_profile
-
-        def run(stage_dir):
-            estimator = DistortionEstimator.load(est['file'])
-            cfg = self._cfg('base', stage_dir, None)
-            dataset = DATASETS.build(cfg.test_dataloader.dataset)
-            counts: Dict[str, Dict[str, int]] = {}
-            hits = total = 0
-            for i in range(len(dataset)):
-                item = dataset[i]
-                record = item['data_samples'].metainfo['distortion']
-                truth = corruption_of(record['type']) or 'clean'
-                gear = int(estimator.predict_gears([item['inputs']])[0])
-                routed = estimator.space.level_of(gear)[0]
-                routed = corruption_of(routed) or 'clean'
-                cells = counts.setdefault(truth, {})
-                cells[routed] = cells.get(routed, 0) + 1
-                if truth in p.trained:
-                    total += 1
-                    hits += routed == truth
-            return dict(
-                routed=counts,
-                trained_accuracy=round(hits / max(total, 1), 4),
-            )
-
-        return self.cache.run(
-            f'estimator_routing_{mapping}',
-            dict(
-                estimator=est['file'],
-                estimator_time=est.get('time_s'),
-                val_images=self.profile.val_images,
-                space=p.eval_space('all'),
-            ),
-            run,
-        )
-
-    def untrained(self, name: str, checkpoint: str, options: dict, est):
+    def untrained(
+        self,
+        name: str,
+        checkpoint: str,
+        options: dict,
+        est,
+        key: str = 'gearnn',
+        routing: Optional[dict] = None,
+    ):
         """Stage ``{name}_untrained``: a gear model on the corruptions no
-        gear trained on, each frame routed by the estimator ``est``."""
-        options = dict(
-            options,
-            **{
-                SWEEP_KEY: 'untrained',
+        gear trained on, each frame routed by the estimator ``est`` (or by
+        the router of the ``routing`` options)."""
+        if routing is None:
+            routing = {
                 'model.routing': 'estimate',
                 'model.estimator': est['file'],
-            },
+            }
+        options = dict(options, **{SWEEP_KEY: 'untrained'}, **routing)
+        inputs = self._inputs(
+            method=name,
+            checkpoint=checkpoint,
+            config=self._config_digest(key, options),
         )
+        if est is not None:
+            inputs['estimator'] = est['file']
         return self.cache.run(
             f'{name}_untrained',
-            self._inputs(
-                method=name,
-                checkpoint=checkpoint,
-                estimator=est['file'],
-                config=self._config_digest('gearnn', options),
-            ),
-            lambda d: self.evaluate('gearnn', checkpoint, d, options),
+            inputs,
+            lambda d: self.evaluate(key, checkpoint, d, options),
         )
 
     # -- the comparison --------------------------------------------------
@@ -401,75 +355,100 @@ class CorruptionStages(BenchmarkStages):
 
     def run(self, command: str = '', repo_dir: str = '.') -> dict:
         """Every stage (cached ones reused), one progress line each, and
-        the results dict of :mod:`.corruption_report`."""
+        the results dict of :mod:`.corruption_report`; the bootstrap draws
+        of the goals' intervals are kept as ``self.draws``."""
         start = time.time()
         p = self.corruption_profile
         commit, dirty = _provenance(repo_dir)
         cost = self.prepare()
         base = self._progress('base', self.train_base)
+        mapping = p.gear_mappings[0]
+
+        def stability(seed):
+            name = f'stability_alpha{p.alpha:g}' + seed_suffix(seed)
+            options = dict({'model.alpha': p.alpha}, **seed_options(seed))
+            return self.fine_tuned(name, 'stability', base, options), None
+
+        def mixed(seed):
+            name = 'mixed_aug' + seed_suffix(seed)
+            return self.fine_tuned(
+                name, 'mixed', base, seed_options(seed)
+            ), None
+
         # Most telling first, so that a stopped run has them: the
-        # reference, GearNN, then its rivals on held-out corruptions.
+        # reference, the recipe and its rivals, then the paper's GearNN
+        # and the rest; other seeds last.
         runners = dict(
             clean=lambda: (self.evaluate_model('clean', 'base', base), None),
-            gearnn=lambda: self.gear_method(
-                'gearnn', base, p.gear_mappings[0], 'fisher'
-            ),
+            mixed_aug=lambda: mixed(0),
+            gearnn_recipe=lambda: self.recipe(base),
+            stability=lambda: stability(0),
             tent=lambda: (self.evaluate_model('tent', 'tent', base), None),
-            mixed_aug=lambda: (
-                self.fine_tuned('mixed_aug', 'mixed', base),
-                None,
-            ),
-            stability=lambda: (
-                self.fine_tuned(
-                    f'stability_alpha{p.alpha:g}',
-                    'stability',
-                    base,
-                    {'model.alpha': p.alpha},
-                ),
-                None,
-            ),
-            bn_stats=lambda: self.gear_method(
-                'bn_stats', base, p.gear_mappings[0], 'bn'
-            ),
+            gearnn=lambda: self.gear_method('gearnn', base, mapping, 'fisher'),
+            bn_stats=lambda: self.gear_method('bn_stats', base, mapping, 'bn'),
             online_bn=lambda: (
                 self.evaluate_model('online_bn', 'online_bn', base),
                 None,
             ),
         )
-        for mapping in p.gear_mappings[1:]:
-            runners[f'gearnn_{mapping}'] = lambda m=mapping: self.gear_method(
+        for m in p.gear_mappings[1:]:
+            runners[f'gearnn_{m}'] = lambda m=m: self.gear_method(
                 f'gearnn_{m}', base, m, 'fisher'
             )
+        for seed in p.seeds[1:]:
+            runners[f'mixed_aug_seed{seed}'] = lambda s=seed: mixed(s)
+            runners[f'{RECIPE}_seed{seed}'] = lambda s=seed: self.recipe(
+                base, s
+            )
+            runners[f'stability_seed{seed}'] = lambda s=seed: stability(s)
         reports: Dict[str, tuple] = {}
         for name, runner in runners.items():
             reports[name] = self._progress(name, runner)
             self._write_partial(reports)
         mappings = {}
-        for i, mapping in enumerate(p.gear_mappings):
-            entry = reports['gearnn' if i == 0 else f'gearnn_{mapping}'][0]
-            mappings[mapping] = dict(
-                method='gearnn' if i == 0 else f'gearnn_{mapping}',
-                gears=gear_count(p, mapping),
+        for i, m in enumerate(p.gear_mappings):
+            entry = reports['gearnn' if i == 0 else f'gearnn_{m}'][0]
+            mappings[m] = dict(
+                method='gearnn' if i == 0 else f'gearnn_{m}',
+                gears=gear_count(p, m),
                 adaptor_fraction=entry['adaptor_fraction'],
                 memory_ratio=entry['memory_ratio'],
             )
         # The memory of a mapping not trained: its gears hold what the
         # trained one's do.
         fraction = reports['gearnn'][0]['adaptor_fraction']
-        for mapping in ('per_corruption', 'per_severity'):
-            if mapping not in mappings:
-                gears = gear_count(p, mapping)
-                mappings[mapping] = dict(
+        for m in ('per_corruption', 'per_severity'):
+            if m not in mappings:
+                gears = gear_count(p, m)
+                mappings[m] = dict(
                     method=None,
                     gears=gears,
                     adaptor_fraction=fraction,
                     memory_ratio=1.0 + gears * fraction,
                 )
-        methods = self._entries(reports)
+        entries = self._entries(reports)
+        methods, seeds = merge_seeds(entries)
         routing = self._progress(
-            'estimator routing',
-            lambda: self.estimator_routing(p.gear_mappings[0]),
+            'estimator routing', lambda: self.estimator_routing(mapping)
         )
+        recipe_routing = reports[RECIPE][2]
+        threshold = recipe_routing['choice']['threshold']
+        confident = self._progress(
+            'recipe routing', lambda: self.confident_routing(threshold)
+        )
+        self.draws = self._progress(
+            'bootstrap', lambda: self._bootstrap(runners, reports)
+        )
+        no_fallback = {
+            name: method_entry(
+                reports[name][0],
+                reports[name][2]['no_fallback'],
+                reports['clean'][0]['levels'],
+                p,
+            )['held_out_mean']
+            for name in reports
+            if name.startswith(RECIPE)
+        }
         return dict(
             command=command,
             commit=commit,
@@ -479,17 +458,75 @@ class CorruptionStages(BenchmarkStages):
             corruptions=list(p.corruptions),
             held_out=list(p.held_out),
             methods=methods,
+            seeds=seeds,
+            held_out_mean_no_fallback=dict(
+                value=_round_mean(no_fallback.values()),
+                per_seed=no_fallback,
+            ),
+            routing=dict(
+                confident,
+                choice=recipe_routing['choice'],
+                fallback_share=confident['fallback_share'],
+            ),
+            per_gear_batches=dict(
+                gearnn_recipe=self.per_gear_batches(p.stages.iters, True),
+                gearnn=self.per_gear_batches(p.stages.iters, False),
+                bn_stats=self.per_gear_batches(p.stages.iters, False),
+                single_models=dict(
+                    methods=['mixed_aug', 'stability'],
+                    batches=p.stages.iters,
+                ),
+                recipe_total_iters=2 * p.stages.iters,
+                note='one gear per batch of 8, drawn uniformly: the '
+                'expected batches per gear; the recipe trains its robust '
+                'base (mixed augmentation, iters) then its gears (iters)',
+            ),
             profile=self.profile_name,
             machine=machine(),
             data_root=self.data_root,
             base_checkpoint=osp.abspath(base),
             library=f'{LIBRARY} {library_version()}',
-            choices=_choices(p, cost),
+            choices=run_choices(p, cost),
             gear_mappings=mappings,
-            estimator_routing=dict(routing, mapping=p.gear_mappings[0]),
+            estimator_routing=dict(routing, mapping=mapping),
             corruption_cost_s=cost['seconds'],
             stages=dict(self.cache.stages),
         )
+
+    def _bootstrap(self, runners, reports) -> dict:
+        """The bootstrap draws over val frames of every reported method
+        (seeds averaged), from each evaluation's ``frame_areas.npz``."""
+        p = self.corruption_profile
+        stages = {
+            'clean': ['clean'],
+            'tent': ['tent'],
+            'online_bn': ['online_bn'],
+            'gearnn': ['gearnn', 'gearnn_untrained'],
+            'bn_stats': ['bn_stats', 'bn_stats_untrained'],
+        }
+        for m in p.gear_mappings[1:]:
+            stages[f'gearnn_{m}'] = [f'gearnn_{m}', f'gearnn_{m}_untrained']
+        for seed in p.seeds:
+            suffix = seed_suffix(seed)
+            stages['mixed_aug' + suffix] = ['mixed_aug' + suffix]
+            stages['stability' + suffix] = [
+                f'stability_alpha{p.alpha:g}' + suffix
+            ]
+            threshold = reports[RECIPE + suffix][2]['choice']['threshold']
+            stages[RECIPE + suffix] = [
+                RECIPE + suffix,
+                f'{RECIPE}{suffix}_t{threshold:g}_untrained',
+            ]
+        runs: Dict[str, list] = {}
+        for name, names in stages.items():
+            if name not in reports:
+                continue
+            files = [
+                osp.join(self.work_dir, n, 'eval', AREAS_FILE) for n in names
+            ]
+            method = name.split('_seed')[0]
+            runs.setdefault(method, []).append(load_frame_areas(files))
+        return bootstrap(runs, p.corruptions, p.held_out)
 
     def _entries(self, reports: Dict[str, tuple]) -> Dict[str, dict]:
         """Results entries of the finished methods, in report order."""
@@ -498,7 +535,7 @@ class CorruptionStages(BenchmarkStages):
         order += [n for n in reports if n not in order]
         return {
             name: method_entry(
-                *reports[name], reference, self.corruption_profile
+                *reports[name][:2], reference, self.corruption_profile
             )
             for name in order
         }
@@ -527,6 +564,11 @@ class CorruptionStages(BenchmarkStages):
         return result
 
 
+def _round_mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 2) if values else None
+
+
 def _provenance(repo_dir: str):
     """HEAD and whether the tree had uncommitted changes, untracked files
     included (None outside a git checkout)."""
@@ -541,32 +583,3 @@ def _provenance(repo_dir: str):
     except (OSError, subprocess.CalledProcessError):
         return head, None
     return head, bool(status)
-
-
-def _choices(p: CorruptionProfile, cost: dict) -> dict:
-    """The run's settings, stated in the results file."""
-    s = p.stages
-    slowest = max(cost['seconds'], key=cost['seconds'].get)
-    return dict(
-        val_frames=list(s.val_images) if s.val_images else 'all',
-        resolution='240x320'
-        if s.crop_size is None
-        else 'x'.join(map(str, s.crop_size)),
-        iters=s.iters,
-        budget=s.budget,
-        stability_alpha=p.alpha,
-        train_frames='configs/_base_/datasets/camvid_splits/train_fit.txt',
-        severities=list(p.severities),
-        gear_mappings=list(p.gear_mappings),
-        training_corruption=(
-            'on the fly on each random crop; the slowest, '
-            f'{slowest}, costs {cost["seconds"][slowest]} s a crop'
-        ),
-        untrained=list(p.untrained),
-        eval_frames='corrupted once per (frame, corruption, severity, '
-        'seed, library version), cached as PNG in the work dir',
-        untrained_routing='gear models: the untrained and held-out '
-        'corruptions routed by a distortion estimator trained on the '
-        'trained corruptions, to the nearest trained gear',
-        reference_for_mCE='clean',
-    )

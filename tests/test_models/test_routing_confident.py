@@ -49,14 +49,15 @@ def build(**router):
 
 
 def frame(kind):
-    """A held-out scene: ``'dark'`` (brightness 0.2, a gear of the table)
-    or ``'noisy'`` (gaussian noise, which no gear was trained on)."""
+    """A held-out scene: ``'dark'`` (brightness 0.2, a gear of the table),
+    ``'noisy'`` (gaussian noise, which no gear was trained on) or
+    ``'clean'``."""
     img = ProceduralStreetDataset(num_samples=1, img_size=SIZE, seed=7)[0][
         'img'
     ]
     if kind == 'dark':
         img = distort(img, 'brightness', 0.2)
-    else:
+    elif kind == 'noisy':
         img = distort(img, 'gaussian_noise', 60.0, np.random.default_rng(0))
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
@@ -119,6 +120,36 @@ def test_metadata_first_and_clean_gear(estimator_file):
     assert (gear, source) == (0, 'fallback') and confidence < 1.0
 
 
+def test_sub_table_estimator_and_no_estimator(tmp_path):
+    """An estimator of the table less its clean gear's identity level (whose
+    frames look clean): its gears map to the table's, and a clean estimate
+    runs on the clean gear. Without an estimator, a sample without usable
+    metadata runs on the base."""
+    space = build_space(SPACE)
+    clean_gear = space.gear_id('brightness', 1.0)
+    sub = dict(distortions=dict(jpeg=[10], brightness=[0.2]))
+    train = ProceduralStreetDataset(num_samples=8, img_size=SIZE, seed=0)
+    path = str(tmp_path / 'sub.pth')
+    train_estimator(sub, train, num_per_gear=8, seed=0).save(path)
+    model = build(estimator=path, threshold=0.0, clean_gear=clean_gear)
+    dark_gear = space.gear_id('brightness', 0.2)
+    assert route(model, 'dark')[:2] == (dark_gear, 'estimate')
+    clean = model.router.estimate_probabilities(
+        frame('clean')[None].float(), None, None
+    )
+    assert clean.shape == (1, space.num_gears)
+    assert float(clean[0, clean_gear]) == 0.0  # the sub-table has no such gear
+    assert int(clean.argmax()) == 0
+    assert route(model, 'clean')[:2] == (clean_gear, 'estimate')
+    blind = build(threshold=0.5)
+    assert route(blind, 'dark') == (0, 'fallback', None)
+    jpeg = dict(type='jpeg', level=10)
+    assert route(blind, 'dark', jpeg)[:2] == (
+        space.gear_id('jpeg', 10),
+        'metadata',
+    )
+
+
 def test_policy_is_registered(estimator_file):
     assert ROUTING_POLICIES['confident'] == 'ConfidentGearRouter'
     init_default_scope('mmseg')
@@ -153,5 +184,7 @@ def test_bad_clean_gear_and_missing_estimator(estimator_file):
         ConfidentGearRouter(SPACE, clean_gear=9, estimator=estimator_file)
     with pytest.raises(ValueError, match='clean_gear must be a gear id'):
         ConfidentGearRouter(SPACE, clean_gear=1.0, estimator=estimator_file)
-    with pytest.raises(ValueError, match='needs estimator'):
-        ConfidentGearRouter(SPACE, threshold=0.5)
+    with pytest.raises(ValueError, match='does not list'):
+        ConfidentGearRouter(
+            dict(distortions=dict(jpeg=[10])), estimator=estimator_file
+        )

@@ -8,6 +8,7 @@ in mmseg's ``MODELS`` and named by the segmentor's ``router`` config, e.g.
 import numbers
 from typing import List, Optional, Sequence
 
+import torch
 from mmseg.registry import MODELS
 from torch import Tensor
 
@@ -112,7 +113,9 @@ class ConfidentGearRouter(GearRouter):
       its gear, as :class:`MetadataGearRouter` routes it;
     - metadata naming a type the table lacks, or none: the estimate if its
       probability is ``>= threshold`` (source ``'estimate'``), else
-      ``default_gear`` (source ``'fallback'``);
+      ``default_gear`` (source ``'fallback'``); without an estimator,
+      always ``default_gear`` (e.g. while training, where every sample has
+      metadata);
     - a sample routed to the clean gear 0 (by metadata or estimate) runs
       on ``clean_gear``: gear 0 itself by default, or a gear the table
       lists and that was trained on clean frames (e.g. an identity level
@@ -122,22 +125,27 @@ class ConfidentGearRouter(GearRouter):
     Each sample's metainfo also gets ``gear_confidence`` (the estimate's
     probability; None where the metadata decided).
 
+    The estimator may have been trained for a part of the gear table (every
+    level of its space must be one of the table's): e.g. for the table
+    without the clean gear's identity level, whose frames look clean. Its
+    gears are mapped to the table's by (type, level).
+
     Args:
         space (dict | DistortionSpace): the gear table.
+        estimator (str, optional): a distortion estimator file.
         threshold (float): the least probability of the estimated gear,
             in [0, 1]; 0 always takes the estimate (the ``'estimate'``
             policy, with metadata and ``clean_gear``).
         clean_gear (int): the gear a clean sample runs on (default 0).
-        **kwargs: the arguments of :class:`GearRouter` (``estimator`` is
-            required).
+        **kwargs: the other arguments of :class:`GearRouter`.
     """
 
     policy = 'confident'
-    needs_estimator = True
 
     def __init__(
         self,
         space,
+        estimator: Optional[str] = None,
         threshold: float = 0.5,
         clean_gear: int = CLEAN_GEAR,
         **kwargs,
@@ -151,6 +159,9 @@ class ConfidentGearRouter(GearRouter):
                 f'threshold must be a probability in [0, 1], got {threshold!r}'
             )
         super().__init__(space, **kwargs)
+        self._gear_map = None
+        if estimator is not None:
+            self._load_estimator(estimator)
         if isinstance(clean_gear, bool) or not isinstance(clean_gear, int):
             raise ValueError(
                 f'clean_gear must be a gear id, got {clean_gear!r}'
@@ -158,6 +169,36 @@ class ConfidentGearRouter(GearRouter):
         self.space.level_of(clean_gear)  # raises outside the gear table
         self.threshold = float(threshold)
         self.clean_gear = clean_gear
+
+    def _load_estimator(self, estimator: str) -> None:
+        """The estimator, its gears mapped to the table's."""
+        from ..estimators import DistortionEstimator
+
+        self.estimator = DistortionEstimator.load(estimator)
+        gear_map = []
+        for gear, dtype, level in self.estimator.space.gears():
+            if dtype == CLEAN:
+                gear_map.append(CLEAN_GEAR)
+                continue
+            if dtype not in self.space.types or (
+                self.space.listed_level(dtype, level) is None
+            ):
+                raise ValueError(
+                    f'the estimator {estimator} knows ({dtype}, {level}), '
+                    'which the gear table does not list'
+                )
+            gear_map.append(self.space.gear_id(dtype, level))
+        self._gear_map = torch.tensor(gear_map, dtype=torch.int64)
+
+    def estimate_probabilities(
+        self, inputs: Tensor, data_samples: Optional[Sequence], preprocessor
+    ) -> Tensor:
+        """The estimate's probabilities over the gear table's gears."""
+        probs = super().estimate_probabilities(
+            inputs, data_samples, preprocessor
+        )
+        table = probs.new_zeros((probs.shape[0], self.space.num_gears))
+        return table.index_add_(1, self._gear_map, probs)
 
     def known_metadata_route(self, data_sample) -> Optional[Route]:
         """The metadata route of a sample whose metadata the gear table
@@ -190,8 +231,13 @@ class ConfidentGearRouter(GearRouter):
             for i in range(size)
         ]
         confidence: List[Optional[float]] = [None] * size
-        decisions: List[Decision] = [(m, 'metadata') for m in meta]
-        if any(m is None for m in meta):
+        decisions: List[Decision] = [
+            (m, 'metadata')
+            if m is not None
+            else (self.default_gear, 'fallback')
+            for m in meta
+        ]
+        if self.estimator is not None and any(m is None for m in meta):
             probs = self.estimate_probabilities(
                 inputs, data_samples, preprocessor
             )
