@@ -8,6 +8,11 @@ runs (unless a config names its ``runner_type``): the console shows one
 line per stage, a progress bar and the results, and each run's work dir
 keeps mmengine's full log and the dumped config; inside
 ``quiet_console(verbose=True)`` the console shows everything.
+
+:func:`run_gearnn` is reproducible run to run: one seed for every stage
+(mmengine's ``randomness`` of each run, its data workers included, and the
+selection's batches), torch's deterministic algorithms, and a fixed number
+of CPU threads (the order of floating-point sums depends on it).
 """
 
 import copy
@@ -15,8 +20,10 @@ import glob
 import json
 import os.path as osp
 import time
-from typing import Dict, Optional, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Union
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
@@ -33,6 +40,8 @@ from ..utils.console import (
 from ..utils.io import atomic_write
 
 STAGES = 4
+# Third-party warnings of a run (deprecations of mmengine, mmseg, ...).
+WARNINGS_LOG = 'warnings.log'
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -62,6 +71,32 @@ def _load_cfg(
         cfg.merge_from_dict(options)
     cfg.work_dir = work_dir
     return cfg
+
+
+@contextmanager
+def reproducible(
+    deterministic: bool = True, threads: Optional[int] = None
+) -> Iterator[None]:
+    """Torch's deterministic algorithms and ``threads`` CPU threads while
+    this lasts (each unchanged when ``False`` / ``None``); restored after.
+
+    The number of threads is part of the result on a CPU: torch splits a
+    reduction into one chunk per thread, and the order of floating-point
+    sums changes the last bits, which training amplifies.
+    """
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_threads = torch.get_num_threads()
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f'threads must be at least 1, got {threads}')
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
 
 
 def train(
@@ -133,6 +168,9 @@ def run_gearnn(
     gear_options: Optional[dict] = None,
     reuse_base: bool = True,
     base_checkpoint: Optional[str] = None,
+    seed: int = 0,
+    deterministic: bool = True,
+    threads: Optional[int] = 1,
 ) -> dict:
     """The whole GearNN job; returns the per-level reports and artefacts.
 
@@ -143,7 +181,58 @@ def run_gearnn(
     3. train every gear with ``gear_config`` on the frozen base;
     4. evaluate the clean model and GearNN on every (type, level);
     5. write ``summary.md``, ``summary.json`` and ``miou_vs_level.png``.
+
+    ``seed`` seeds every stage (each run's ``randomness``, its data workers
+    included, and the selection's batches); ``deterministic`` runs torch's
+    deterministic algorithms; ``threads`` fixes torch's CPU threads (1: the
+    same figures on any number of cores, and no threads fighting the data
+    workers; ``None``: torch's own count, which follows the cores and
+    ``OMP_NUM_THREADS``). The same three give the same figures run to run.
     """
+    with (
+        reproducible(deterministic, threads),
+        quiet_console(
+            verbose=console_is_verbose(),
+            warnings_file=osp.join(work_dir, WARNINGS_LOG),
+        ),
+    ):
+        return _run_gearnn(
+            base_config,
+            gear_config,
+            work_dir,
+            method=method,
+            budget=budget,
+            selection_steps=selection_steps,
+            base_options=_seeded(base_options, seed, deterministic),
+            gear_options=_seeded(gear_options, seed, deterministic),
+            reuse_base=reuse_base,
+            base_checkpoint=base_checkpoint,
+            seed=seed,
+        )
+
+
+def _seeded(options: Optional[dict], seed: int, deterministic: bool) -> dict:
+    """``options`` after a run's ``randomness`` (the options win)."""
+    return {
+        'randomness.seed': seed,
+        'randomness.deterministic': deterministic,
+        **(options or {}),
+    }
+
+
+def _run_gearnn(
+    base_config: str,
+    gear_config: str,
+    work_dir: str,
+    method: str,
+    budget: float,
+    selection_steps: int,
+    base_options: dict,
+    gear_options: dict,
+    reuse_base: bool,
+    base_checkpoint: Optional[str],
+    seed: int,
+) -> dict:
     from ..selection import run_selection_from_config
 
     init_default_scope('mmseg')
@@ -188,6 +277,7 @@ def run_gearnn(
             config_path=base_config,
             budget=budget,
             steps=selection_steps,
+            seed=seed,
             out=selection_file,
         )
     used = selection.get('budget', {}).get('used_fraction')
@@ -259,6 +349,11 @@ def run_gearnn(
         ),
         plot=png,
         timings_s=timings,
+        reproducibility=dict(
+            seed=seed,
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            threads=torch.get_num_threads(),
+        ),
     )
     atomic_write(osp.join(work_dir, 'summary.md'), table + '\n')
     atomic_write(
@@ -274,5 +369,9 @@ def run_gearnn(
         f'plot: {png}; summary: {osp.join(work_dir, "summary.md")}; '
         f'total {timings["total_s"] / 60:.1f} min'
     )
-    say(f"mmengine's full logs and dumped configs: under {work_dir}")
+    notices = osp.join(work_dir, WARNINGS_LOG)
+    say(
+        f"mmengine's full logs and dumped configs: under {work_dir}"
+        + (f'; third-party notices: {notices}' if osp.isfile(notices) else '')
+    )
     return summary

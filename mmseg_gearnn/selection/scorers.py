@@ -53,8 +53,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from tqdm import tqdm
 
+from ..utils.console import ProgressBar
 from .candidates import PARAM, bn_modules, candidate_tensors, list_candidates
 from .data import BatchSource, Level
 from .scores import check_steps_levels, register_scorer
@@ -100,8 +100,9 @@ def _relative_change(after: torch.Tensor, before: torch.Tensor) -> float:
     return diff / (before.double().norm().item() + EPS)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+def _progress(total: int, desc: str, enabled: bool) -> ProgressBar:
+    # Redrawn on a terminal, a line per quarter in a log.
+    return ProgressBar(total, desc, enabled=enabled)
 
 
 @register_scorer(

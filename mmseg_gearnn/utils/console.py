@@ -7,6 +7,11 @@ WARNING and above from mmengine's loggers; their files keep everything.
 What people should see is shown by :func:`say` (also logged) and
 :func:`echo` (console only), progress by :class:`ProgressBar`.
 
+Warnings from third-party packages (mmengine's and mmseg's deprecations,
+``pkg_resources``, ...; logged or raised with :mod:`warnings`) go to the
+quiet console's log file, not to the console; the project's own warnings
+and every error still show, each warning once.
+
 One line makes a script quiet; ``--verbose`` gives mmengine's console
 back::
 
@@ -22,12 +27,14 @@ import functools
 import logging
 import os.path as osp
 import sys
+import sysconfig
 import time
 import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Set, TextIO, Tuple
 
+import mmengine.logging
 from mmengine.dist import is_main_process
 from mmengine.logging import MMLogger, print_log
 from mmengine.logging.logger import FilterDuplicateWarning, MMFormatter
@@ -57,6 +64,105 @@ class _Quiet:
             else outer.logged
         )
         self.warned: Set[tuple] = set() if outer is None else outer.warned
+        self.notices = _Notices() if outer is None else outer.notices
+        self.third_party = _ThirdPartyWarnings(self.notices)
+
+
+class _Notices:
+    """Third-party warnings on their way to the innermost open log (held
+    until one opens), each written once."""
+
+    def __init__(self) -> None:
+        self.streams: List[TextIO] = []
+        self.pending: List[str] = []
+        self.written: Set[str] = set()
+
+    def note(self, key: str, text: str) -> None:
+        if key in self.written:
+            return
+        self.written.add(key)
+        if self.streams:
+            self.streams[-1].write(text)
+            self.streams[-1].flush()
+        else:
+            self.pending.append(text)
+
+    def push(self, stream: TextIO) -> None:
+        self.streams.append(stream)
+        stream.write(''.join(self.pending))
+        stream.flush()
+        self.pending.clear()
+
+    def pop(self) -> None:
+        self.streams.pop().close()
+
+
+def _real_dir(path: str) -> str:
+    return osp.join(osp.realpath(path), '')
+
+
+_PACKAGE = _real_dir(osp.dirname(osp.dirname(osp.abspath(__file__))))
+_INSTALLED = tuple(
+    {
+        _real_dir(path)
+        for key in ('stdlib', 'platstdlib', 'purelib', 'platlib')
+        for path in [sysconfig.get_paths().get(key)]
+        if path
+    }
+)
+# Frames of the logging machinery, skipped to find who logged a record.
+_LOGGING_DIRS = tuple(
+    _real_dir(osp.dirname(module.__file__))
+    for module in (logging, mmengine.logging)
+)
+
+
+def is_third_party(filename: str) -> bool:
+    """Whether ``filename`` belongs to an installed package or the standard
+    library (not to this package, nor to a script or a benchmark)."""
+    if filename.startswith('<frozen '):  # <frozen importlib._bootstrap>
+        return True
+    path = osp.realpath(filename)
+    if path.startswith(_PACKAGE):
+        return False
+    return path.startswith(_INSTALLED)
+
+
+def _logged_from() -> str:
+    """The file of the code that logged the record being handled."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        path = osp.realpath(filename)
+        if not (
+            path == osp.realpath(__file__) or path.startswith(_LOGGING_DIRS)
+        ):
+            return filename
+        frame = frame.f_back
+    return '<unknown>'
+
+
+class _ThirdPartyWarnings(logging.Filter):
+    """On a console handler: a WARNING logged by a third-party package goes
+    to the quiet console's log instead."""
+
+    def __init__(self, notices: _Notices) -> None:
+        super().__init__('gearnn_third_party')
+        self.notices = notices
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        origin = _logged_from()
+        if not is_third_party(origin):
+            return True
+        stamp = time.strftime('%Y/%m/%d %H:%M:%S')
+        self.notices.note(
+            record.getMessage(),
+            f'{stamp} - {record.name} - WARNING - {record.getMessage()} '
+            f'(logged from {origin})\n',
+        )
+        return False
 
 
 class _PlainInfo(logging.Formatter):
@@ -110,6 +216,7 @@ def quiet_logger(logger: logging.Logger, plain_info: bool = False) -> None:
             continue
         if quiet is not None:
             quiet.restore.append((handler, handler.level, handler.formatter))
+            handler.addFilter(quiet.third_party)
             handler.addFilter(quiet.logged)
         if plain_info:
             handler.setFormatter(_PlainInfo(handler.formatter))
@@ -118,15 +225,24 @@ def quiet_logger(logger: logging.Logger, plain_info: bool = False) -> None:
 
 
 def _show_once(quiet: _Quiet, show: Callable) -> Callable:
-    """``warnings.showwarning`` that shows a warning once: mmengine resets
+    """``warnings.showwarning`` that shows a warning once (mmengine resets
     Python's once-per-place registry whenever it touches the filters, so
-    each stage would show the same deprecations again."""
+    each stage would show the same deprecations again), a third-party one
+    in the log instead of on the console."""
 
-    def show_once(message, category, filename, lineno, *args, **kwargs):
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if is_third_party(filename):
+            quiet.notices.note(
+                str((str(message), category, filename, lineno)),
+                warnings.formatwarning(
+                    message, category, filename, lineno, line
+                ),
+            )
+            return
         key = (str(message), category, filename, lineno)
         if key not in quiet.warned:
             quiet.warned.add(key)
-            show(message, category, filename, lineno, *args, **kwargs)
+            show(message, category, filename, lineno, file, line)
 
     return show_once
 
@@ -136,19 +252,25 @@ def quiet_console(
     verbose: bool = False,
     log_file: Optional[str] = None,
     plain_info: bool = False,
+    warnings_file: Optional[str] = None,
 ) -> Iterator[None]:
-    """mmengine's INFO goes to the log files only while this lasts;
-    warnings and errors still reach the console, each warning once.
+    """mmengine's INFO goes to the log files only while this lasts, and so
+    do third-party warnings (:func:`is_third_party`); the project's
+    warnings and every error still reach the console, each warning once.
 
     Args:
         verbose (bool): keep mmengine's full console output instead.
         log_file (str, optional): also write the current logger's
             messages (every level) to this file while this lasts, for work
             done outside a runner (which keeps its own log in its work
-            dir).
+            dir). Third-party warnings go there too, unless
+            ``warnings_file`` is given or an outer context has a file.
         plain_info (bool): the current logger's INFO is for people (a tool
             without a runner, whose log is its result): show it as bare
             messages instead of hiding it. Runners stay quiet.
+        warnings_file (str, optional): where third-party warnings go.
+            Without a file anywhere they are held and shown on the console
+            when the outermost context ends.
     """
     verbose_token = _VERBOSE.set(verbose)
     outer = _QUIET.get()
@@ -157,6 +279,15 @@ def quiet_console(
     show = warnings.showwarning
     if quiet is not None and outer is None:  # an outer one filters already
         warnings.showwarning = _show_once(quiet, show)
+    notices_file = None
+    if quiet is not None:
+        # The first context with a file keeps them all.
+        notices_file = warnings_file
+        if notices_file is None and not quiet.notices.streams:
+            notices_file = log_file
+    if notices_file is not None:
+        mkdir_or_exist(osp.dirname(osp.abspath(notices_file)))
+        quiet.notices.push(open(notices_file, 'a', encoding='utf-8'))
     logger = MMLogger.get_current_instance()
     file_handler = None
     if log_file is not None:
@@ -179,7 +310,14 @@ def quiet_console(
             for handler, level, formatter in reversed(quiet.restore):
                 handler.setLevel(level)
                 handler.setFormatter(formatter)
+                handler.removeFilter(quiet.third_party)
                 handler.removeFilter(quiet.logged)
+            if notices_file is not None:
+                quiet.notices.pop()
+            if outer is None and quiet.notices.pending:
+                # No log to keep them: the console, as without this.
+                sys.stderr.write(''.join(quiet.notices.pending))
+                sys.stderr.flush()
         _QUIET.reset(quiet_token)
         _VERBOSE.reset(verbose_token)
 
@@ -223,13 +361,20 @@ class ProgressBar:
         desc (str): its label.
         initial (int): steps already done (a resumed run).
         stream: where to draw it (default ``sys.stderr``).
+        enabled (bool): ``False`` shows nothing.
     """
 
     MARKS = 4
 
     def __init__(
-        self, total: int, desc: str, initial: int = 0, stream=None
+        self,
+        total: int,
+        desc: str,
+        initial: int = 0,
+        stream=None,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled
         self.total = max(int(total), 0)
         self.desc = desc
         self.n = int(initial)
@@ -237,7 +382,7 @@ class ProgressBar:
         self._start = time.time()
         self._next_mark = 1
         self._bar = None
-        if self.stream.isatty():
+        if enabled and self.stream.isatty():
             self._bar = tqdm(
                 total=self.total,
                 initial=self.n,
@@ -255,7 +400,7 @@ class ProgressBar:
                 self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(n)
             return
-        if not self.total:
+        if not (self.enabled and self.total):
             return
         # The last quarter reached, one line however many it passes.
         mark = min(self.MARKS, self.n * self.MARKS // self.total)

@@ -11,6 +11,7 @@ subprocesses.
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -236,6 +237,10 @@ TINY_DEMO = (
 ).split()
 
 
+# A warning record as Python's warnings or mmengine's logger print it.
+WARNING_LINE = re.compile(r'Warning: | - WARNING - |warnings\.warn\(')
+
+
 def test_demo_console_is_one_line_per_stage(tmp_path):
     work_dir = tmp_path / 'demo'
     result = subprocess.run(
@@ -268,6 +273,18 @@ def test_demo_console_is_one_line_per_stage(tmp_path):
     for run in ('base', 'gears', 'eval_base', 'eval_gearnn'):
         assert 'Config:' in _log_text(work_dir / run)
     assert (work_dir / 'selection.log').is_file()
+    # Third-party warnings (pkg_resources, mmseg's and mmengine's
+    # deprecations) are in the work dir's log, none on the console.
+    assert [
+        line for line in console.splitlines() if WARNING_LINE.search(line)
+    ] == []
+    notices = (work_dir / 'warnings.log').read_text()
+    assert 'UserWarning: ' in notices and 'site-packages' in notices
+    assert ' - mmengine - WARNING - ' in notices
+    assert f'third-party notices: {work_dir}/warnings.log' in out
+    # Every bar, the selection's included, a line per quarter: no '\r'.
+    assert '\r' not in console
+    assert '  fisher: 12/12 (' in err.splitlines()[7], err  # 12 levels
 
 
 def test_progress_bar_off_a_terminal_short_run():
