@@ -29,7 +29,6 @@ from gearnn_bench.corruption_profile import resolve_corruption_profile
 from gearnn_bench.corruption_report import evaluate_goals, write_results
 from gearnn_bench.corruption_stages import CorruptionStages
 from gearnn_bench.provenance import (
-    REPO_ROOT,
     RESULTS_DIR,
     add_allow_dirty,
     record,
@@ -42,8 +41,23 @@ def parse_args(argv=None):
     parser.add_argument(
         '--quick',
         action='store_true',
-        help='2 corruptions x 2 severities, a few frames and iterations '
+        help='3 corruptions x 2 severities, a few frames and iterations '
         '(a smoke run)',
+    )
+    parser.add_argument(
+        '--profile',
+        default='full',
+        choices=('full', 'light'),
+        help='full: 24 val frames; light: 12 of them and 8 tuning frames '
+        '(see corruption_profile.PROFILES)',
+    )
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        help="run only these methods' stages (and the clean reference), "
+        'write no results: a share of a run that another process can run '
+        'beside it on the same work dir; a run without --methods reuses '
+        'them',
     )
     parser.add_argument(
         '--per-severity-gears',
@@ -86,7 +100,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    profile_name = 'quick' if args.quick else 'full'
+    profile_name = 'quick' if args.quick else args.profile
     name, profile = resolve_corruption_profile(
         profile_name, seeds=args.seeds, iters=args.iters
     )
@@ -109,12 +123,14 @@ def main(argv=None):
     if args.prepare_frames:
         stages.prepare()
         return None
+    if args.methods:
+        stages.run_methods(args.methods)
+        return None
     stem = 'camvid_c' + ('_quick' if args.quick else '')
     # Checked before any work; the commit is the code the run starts with.
     source = record(osp.join(out_dir, stem + '.json'), args.allow_dirty)
     command = 'python ' + shlex.join(sys.argv if argv is None else argv)
-    results = stages.run(command=command, repo_dir=REPO_ROOT)
-    results.update(source)
+    results = stages.run(command=command, source=source)
     results['goals'] = evaluate_goals(results, stages.draws)
     paths = write_results(results, out_dir, stem)
     print(open(paths['md'], encoding='utf-8').read())

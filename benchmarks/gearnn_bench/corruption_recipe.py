@@ -62,18 +62,25 @@ class RecipeStages:
             **seed_options(seed),
         }
 
-    def robust_base(self, base: str, seed: int = 0) -> str:
+    def robust_base(self, base: str, seed: int = 0, split: str = 'val'):
         """The recipe's robust base: mixed augmentation of ``seed`` (its
-        stage, ``mixed_aug[_seedN]``, also the reported method)."""
-        name = 'mixed_aug' + seed_suffix(seed)
-        self.fine_tuned(name, 'mixed', base, seed_options(seed))
-        return self.fine_tuned_checkpoint(name)
+        stage, ``mixed_aug[_seedN]``, also the reported method); on the
+        tuning split (``split='tune'``), evaluated on the trained sweep."""
+        from .corruption_stages import SWEEP_KEY
 
-    def recipe_gears(self, base: str, seed: int = 0, iters=None):
+        name = 'mixed_aug' + seed_suffix(seed)
+        options = seed_options(seed)
+        if split != 'val':
+            options[SWEEP_KEY] = 'trained'
+        self.fine_tuned(name, 'mixed', base, options, split)
+        return self.fine_tuned_checkpoint(name, split)
+
+    def recipe_gears(self, base: str, seed: int = 0, split: str = 'val'):
         """Stage ``gearnn_recipe[_seedN]``: the recipe's gears trained over
         the robust base, evaluated on the trained sweep (clean frames on
-        the clean gear); returns (entry, checkpoint, options)."""
-        robust = self.robust_base(base, seed)
+        the clean gear) of ``split``; returns (entry, checkpoint,
+        options)."""
+        robust = self.robust_base(base, seed, split)
         suffix = seed_suffix(seed)
         name = RECIPE + suffix
         options = self.recipe_options(seed)
@@ -92,9 +99,10 @@ class RecipeStages:
             base_sha256=robust_sha256,
             options=options,
             key='gearnn_distill',
+            split=split,
         )
         options = dict(options, **{'model.adaptor': picked['file']})
-        return entry, self.fine_tuned_checkpoint(name), options
+        return entry, self.fine_tuned_checkpoint(name, split), options
 
     def recipe_selection(self, robust: str, robust_sha256: str, suffix):
         """Stage ``on_mixed_aug{suffix}_selection_fisher_{budget}``: the

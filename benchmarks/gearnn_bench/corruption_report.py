@@ -202,7 +202,8 @@ def markdown(results: dict) -> str:
         '',
         f'Command: `{results["command"]}`  ',
         f'Commit: `{results["commit"]}` (uncommitted changes: '
-        f'{results.get("dirty")})  ',
+        f'{results.get("dirty")}; allow_dirty: '
+        f'{results.get("allow_dirty")})  ',
         f'Wall time: {results["wall_time_s"]:.0f} s on '
         f'{results.get("machine", "?")}  ',
         f'Split: {results["split"]}; profile: {results.get("profile")}; '

@@ -29,9 +29,8 @@ place (:meth:`CorruptionStages.adjust`): training on the train split's
 
 import json
 import os.path as osp
-import subprocess
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import mmcv
 import numpy as np
@@ -54,7 +53,7 @@ from .corruption_profile import CorruptionProfile, gear_count
 from .corruption_recipe import RECIPE, RecipeStages, seed_options, seed_suffix
 from .corruption_report import merge_seeds, method_entry, run_choices
 from .corruption_routing import RoutingStages
-from .provenance import REPO_ROOT, git_commit, machine
+from .provenance import REPO_ROOT, git_commit, machine, tree_changes
 from .stages import SPLIT, BenchmarkStages
 from .tuning import split_files
 
@@ -353,15 +352,14 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
         self._progress('corrupted val frames', self.corrupt_frames)
         return cost
 
-    def run(self, command: str = '', repo_dir: str = '.') -> dict:
-        """Every stage (cached ones reused), one progress line each, and
-        the results dict of :mod:`.corruption_report`; the bootstrap draws
-        of the goals' intervals are kept as ``self.draws``."""
-        start = time.time()
+    def runners(self, base: str) -> Dict[str, Callable]:
+        """Each reported method's stages by name, in their order: most
+        telling first, so that a stopped run has them (the reference, the
+        recipe and its rivals, then the paper's GearNN and the rest; other
+        seeds last). A runner returns ``(entry, held)`` (``held``: a gear
+        model's untrained sweep, or None), the recipe's also its
+        routing."""
         p = self.corruption_profile
-        commit, dirty = _provenance(repo_dir)
-        cost = self.prepare()
-        base = self._progress('base', self.train_base)
         mapping = p.gear_mappings[0]
 
         def stability(seed):
@@ -375,9 +373,6 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 name, 'mixed', base, seed_options(seed)
             ), None
 
-        # Most telling first, so that a stopped run has them: the
-        # reference, the recipe and its rivals, then the paper's GearNN
-        # and the rest; other seeds last.
         runners = dict(
             clean=lambda: (self.evaluate_model('clean', 'base', base), None),
             mixed_aug=lambda: mixed(0),
@@ -401,6 +396,37 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 base, s
             )
             runners[f'stability_seed{seed}'] = lambda s=seed: stability(s)
+        return runners
+
+    def run_methods(self, names) -> Dict[str, tuple]:
+        """The stages of the methods ``names`` (and the clean reference),
+        without results: a share of a run that another process may run
+        beside it on the same work dir (the final run reuses them)."""
+        self.prepare()
+        base = self._progress('base', self.train_base)
+        runners = self.runners(base)
+        unknown = sorted(set(names) - set(runners))
+        if unknown:
+            raise ValueError(
+                f'unknown methods {unknown}; choose from {list(runners)}'
+            )
+        reports = {}
+        for name in ['clean'] + [n for n in runners if n in names]:
+            reports[name] = self._progress(name, runners[name])
+        return reports
+
+    def run(self, command: str = '', source: Optional[dict] = None) -> dict:
+        """Every stage (cached ones reused), one progress line each, and
+        the results dict of :mod:`.corruption_report` with ``source``'s
+        commit and tree state; the bootstrap draws of the goals' intervals
+        are kept as ``self.draws``."""
+        start = time.time()
+        p = self.corruption_profile
+        source = source or _provenance(REPO_ROOT)
+        cost = self.prepare()
+        base = self._progress('base', self.train_base)
+        mapping = p.gear_mappings[0]
+        runners = self.runners(base)
         reports: Dict[str, tuple] = {}
         for name, runner in runners.items():
             reports[name] = self._progress(name, runner)
@@ -451,8 +477,7 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
         }
         return dict(
             command=command,
-            commit=commit,
-            dirty=dirty,
+            **source,
             wall_time_s=round(time.time() - start, 1),
             split=SPLIT,
             corruptions=list(p.corruptions),
@@ -569,17 +594,13 @@ def _round_mean(values):
     return round(sum(values) / len(values), 2) if values else None
 
 
-def _provenance(repo_dir: str):
+def _provenance(repo_dir: str) -> dict:
     """HEAD and whether the tree had uncommitted changes, untracked files
-    included (None outside a git checkout)."""
-    head = git_commit(repo_dir).removesuffix('-dirty')
-    try:
-        status = subprocess.run(
-            ['git', '-C', repo_dir, 'status', '--porcelain'],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return head, None
-    return head, bool(status)
+    included (None outside a git checkout), as :func:`~.provenance.record`
+    gives them."""
+    changes = tree_changes(repo_dir)
+    return dict(
+        commit=git_commit(repo_dir).removesuffix('-dirty'),
+        dirty=None if changes is None else bool(changes),
+        allow_dirty=False,
+    )
