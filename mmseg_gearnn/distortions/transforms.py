@@ -157,6 +157,10 @@ class RandomDistortion(_DistortionTransform):
             and reuse it in between. Set it to the batch size to give each
             batch a single gear (a dataloader worker builds whole batches),
             so that a gear's BN statistics see the whole batch.
+        record_gear (bool): record the gear id of ``space``; False records
+            ``gear=None``, so that a model whose gear table lists fewer
+            levels (e.g. one gear per type, ``snap='nearest'``) routes each
+            sample by its (type, level).
     """
 
     def __init__(
@@ -165,8 +169,9 @@ class RandomDistortion(_DistortionTransform):
         clean_prob: float = 0.1,
         types: Optional[Sequence[str]] = None,
         draw_every: int = 1,
+        record_gear: bool = True,
     ) -> None:
-        super().__init__(space)
+        super().__init__(space, record_gear)
         if int(draw_every) != draw_every or draw_every < 1:
             raise ValueError(
                 f'draw_every must be a positive integer, got {draw_every}'
