@@ -288,6 +288,7 @@ def markdown(results: dict) -> str:
             top = sorted(cells.items(), key=lambda kv: -kv[1])[:3]
             shares = ', '.join(f'{g} {100 * n / total:.0f}%' for g, n in top)
             lines.append(f'- {corruption}: {shares}')
+    lines += _recipe_lines(results)
     lines += ['', '## Gear mappings', '']
     for mapping, m in results.get('gear_mappings', {}).items():
         trained = m['method'] or 'not trained (memory from the same gears)'
@@ -299,6 +300,92 @@ def markdown(results: dict) -> str:
     for key, value in results.get('choices', {}).items():
         lines.append(f'- {key}: {value}')
     return '\n'.join(lines) + '\n'
+
+
+def _shares(cells: Dict[str, int], top: int = 4) -> str:
+    total = sum(cells.values())
+    ranked = sorted(cells.items(), key=lambda kv: -kv[1])[:top]
+    return ', '.join(f'{g} {100 * n / total:.0f}%' for g, n in ranked)
+
+
+def _recipe_lines(results: dict) -> list:
+    """The recipe's routing (threshold, fallback, held-out with and
+    without it), its seeds and the batches each gear trained on."""
+    lines = []
+    routing = results.get('routing')
+    if routing:
+        choice = routing['choice']
+        no_fb = results.get('held_out_mean_no_fallback', {}).get('value')
+        recipe = results['methods'].get('gearnn_recipe', {})
+        chosen = choice['score'][f'{choice["threshold"]:g}']
+        lines += [
+            '',
+            '## Confident routing of the recipe',
+            '',
+            f'Threshold {choice["threshold"]:g}, chosen by leave-one-'
+            'corruption-out over the trained corruptions on the tuning '
+            f'split ({choice["tune_frames"]} train_tune frames, never val): '
+            'the mean over folds of the left-out corruption mIoU is '
+            f'{chosen:.2f} at it, '
+            f'{choice["score"]["0"]:.2f} without fallback (threshold 0) '
+            f'and {choice["score"]["1"]:.2f} with every such frame on the '
+            'base (threshold 1).',
+            '',
+            f'Held-out mean (val): {_fmt(recipe.get("held_out_mean"))} with '
+            f'the fallback, {_fmt(no_fb)} without it; the fallback took '
+            f'{100 * routing["fallback_share"]:.1f}% of the untrained and '
+            'held-out frames to the robust base (no gear).',
+            '',
+            '| corruption | with fallback | without |',
+            '| --- | --- | --- |',
+        ]
+        for corruption, cells in routing['routed'].items():
+            without = routing['routed_no_fallback'].get(corruption, {})
+            lines.append(
+                f'| {corruption} | {_shares(cells)} | {_shares(without)} |'
+            )
+        lines += ['', 'Leave-one-corruption-out folds (tuning split):', '']
+        lines += [
+            '| left out | no fallback | all on base | chosen | median '
+            'confidence | routed to |',
+            '| --- | ---: | ---: | ---: | ---: | --- |',
+        ]
+        for corruption, fold in choice['folds'].items():
+            lines.append(
+                f'| {corruption} | {fold["no_fallback"]:.2f} | '
+                f'{fold["all_base"]:.2f} | {fold["chosen"]:.2f} | '
+                f'{fold["median_confidence"]:.3f} | '
+                f'{_shares(fold["routed"], 3)} |'
+            )
+    seeds = results.get('seeds')
+    if seeds:
+        lines += ['', '## Seeds', '', 'The table gives the mean over seeds.']
+        lines += ['', '| method | seed | P | mPC | rPC | held-out |']
+        lines += ['| --- | ---: | ---: | ---: | ---: | ---: |']
+        for method, runs in seeds.items():
+            for seed, e in runs.items():
+                lines.append(
+                    f'| {method} | {seed} | {_fmt(e["P"])} | '
+                    f'{_fmt(e["mPC"])} | {_fmt(e["rPC"], 3)} | '
+                    f'{_fmt(e["held_out_mean"])} |'
+                )
+    batches = results.get('per_gear_batches')
+    if batches:
+        lines += ['', '## Training batches', '']
+        for name in ('gearnn_recipe', 'gearnn', 'bn_stats'):
+            b = batches.get(name)
+            if b:
+                lines.append(
+                    f'- {name}: {b["gears"]} gears, {b["iters"]} '
+                    f'iterations: {b["per_gear"]:g} batches per gear'
+                )
+        single = batches.get('single_models', {})
+        lines.append(
+            f'- {", ".join(single.get("methods", []))}: one model, '
+            f'{single.get("batches")} batches'
+        )
+        lines.append(f'- {batches.get("note", "")}')
+    return lines
 
 
 def write_results(results: dict, out_dir: str, stem: str) -> Dict[str, str]:
