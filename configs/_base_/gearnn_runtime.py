@@ -22,8 +22,9 @@ gearnn_meta_keys = (
 # with their adaptor (selected by budget, or the one a checkpoint holds), the
 # base must stay frozen, the gears finite, each gear's BN statistics
 # re-estimated under its final tensors, the compact gears file is written
-# beside each checkpoint, and `--resume` continues exactly as the
-# uninterrupted run would have.
+# beside each checkpoint, `--resume` continues exactly as the
+# uninterrupted run would have, and the log says how many batches each gear
+# got (and warns of a gear that got none).
 gearnn_hooks = [
     dict(type='FrozenBaseGuardHook', interval=50),
     dict(type='FiniteGearsHook', interval=1),
@@ -32,6 +33,7 @@ gearnn_hooks = [
     dict(type='RandomStateHook'),
     dict(type='DistortedInputsGuardHook', max_clean_iters=20),
     dict(type='AdaptorSelectionHook'),
+    dict(type='GearBatchCountHook'),
 ]
 # A config that wraps an mmseg segmentor and lists no hooks still stops, with
 # the line to add, when no checkpoint filled its base (no load_from) or no

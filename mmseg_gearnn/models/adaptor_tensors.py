@@ -4,7 +4,7 @@ statistics of the modules the prediction uses) that the gear bank, the
 adaptor forms and the selection share.
 """
 
-from typing import Dict, Iterable, List, Sequence
+from typing import Container, Dict, Iterable, List, Optional, Sequence
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -84,17 +84,58 @@ def expand_bn_stats(model: nn.Module, names: Iterable[str]) -> List[str]:
     training and updates all three buffers in place, so all three must
     belong to the gear or the base would change.
     """
+    return with_bn_buffers(names, dict(model.named_buffers()))
+
+
+def with_bn_buffers(
+    names: Iterable[str], buffers: Optional[Container[str]] = None
+) -> List[str]:
+    """``names`` and, after them, the BN buffers that go with an adapted
+    running statistic (:func:`expand_bn_stats`): those in ``buffers``, or
+    by name alone when ``buffers`` is None."""
     names = list(dict.fromkeys(names))
-    buffers = dict(model.named_buffers())
     extra = []
     for name in names:
         prefix, _, leaf = name.rpartition('.')
         if leaf in BN_BUFFERS:
             for stat in BN_BUFFERS:
                 full = f'{prefix}.{stat}' if prefix else stat
-                if full in buffers and full not in names and full not in extra:
+                if (
+                    (buffers is None or full in buffers)
+                    and full not in names
+                    and full not in extra
+                ):
                     extra.append(full)
     return names + extra
+
+
+def adaptor_size_text(
+    names: Sequence[str], fraction: Optional[float] = None
+) -> str:
+    """The one wording of an adaptor's size, in selection output and in
+    the training log: the tensors a gear holds, and how many of them were
+    selected when the BN buffers that go with selected statistics add to
+    them, e.g. ``'152 adaptor tensors per gear (146 selected + 6 BN
+    buffers that go with them; 0.2000% of the model)'``.
+
+    Args:
+        names (Sequence[str]): the adaptor's tensor names, as selected or
+            as the gears hold them.
+        fraction (float, optional): one gear's share of the model bytes.
+    """
+    chosen = list(dict.fromkeys(names))
+    held = with_bn_buffers(chosen)
+    details = []
+    if len(held) > len(chosen):
+        details.append(
+            f'{len(chosen)} selected + {len(held) - len(chosen)} BN buffers '
+            'that go with them'
+        )
+    if fraction is not None:
+        details.append(f'{fraction:.4%} of the model')
+    plural = '' if len(held) == 1 else 's'
+    text = f'{len(held)} adaptor tensor{plural} per gear'
+    return text + (f' ({"; ".join(details)})' if details else '')
 
 
 def adapted_bn_layers(model: nn.Module, names: Iterable[str]) -> List[str]:

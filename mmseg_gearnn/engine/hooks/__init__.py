@@ -4,6 +4,7 @@ from .console_progress_hook import ConsoleProgressHook
 from .distorted_inputs_guard_hook import DistortedInputsGuardHook
 from .finite_gears_hook import FiniteGearsHook
 from .frozen_base_guard_hook import FrozenBaseGuardHook
+from .gear_batch_count_hook import GearBatchCountHook
 from .gear_bn_recalibration_hook import GearBNRecalibrationHook
 from .gear_checkpoint_hook import GearCheckpointHook
 from .gear_visualization_hook import GearVisualizationHook
@@ -17,6 +18,7 @@ __all__ = [
     'DistortedInputsGuardHook',
     'FiniteGearsHook',
     'FrozenBaseGuardHook',
+    'GearBatchCountHook',
     'GearBNRecalibrationHook',
     'GearCheckpointHook',
     'GearVisualizationHook',
