@@ -43,6 +43,6 @@ gearnn_hooks = [
 # (mmseg_gearnn.engine.complete_gear_config); the hook does nothing for
 # models without gears.
 custom_hooks = [
-    dict(type='AdaptorSelectionHook'),
     dict(type='DistortedInputsGuardHook', max_clean_iters=20),
+    dict(type='AdaptorSelectionHook'),
 ]

@@ -166,6 +166,9 @@ def run_options(data_root: Path, work_dir: Path, max_iters: int = 4) -> dict:
     return {
         'work_dir': str(work_dir),
         'model.adaptor': 'bn',  # the docs: "or 'bn', 'all', a list of names"
+        # A user sets load_from=BASE.pth; these runs train on the init
+        # weights, which a gear run refuses without this opt-in.
+        'model.allow_random_base': True,
         'train_dataloader.dataset.data_root': str(data_root),
         'val_dataloader.dataset.data_root': str(data_root),
         'test_dataloader.dataset.data_root': str(data_root),

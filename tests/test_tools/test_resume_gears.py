@@ -59,6 +59,8 @@ CFG_OPTIONS = [
     'val_dataloader.dataset.img_size=(32,32)',
     'model.data_preprocessor.size=(32,32)',
     'randomness.seed=3',
+    # No base checkpoint: the gears train on the init weights (opt-in).
+    'model.allow_random_base=True',
 ]
 
 HOLD_MODULE = '''
