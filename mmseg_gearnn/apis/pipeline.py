@@ -30,6 +30,7 @@ from mmengine.runner import Runner
 
 from ..engine import ConsoleRunner
 from ..evaluation import markdown_table, plot_miou_vs_level
+from ..models.adaptor_tensors import adaptor_size_text
 from ..utils.console import (
     console_is_verbose,
     quiet_console,
@@ -282,9 +283,8 @@ def _run_gearnn(
         )
     used = selection.get('budget', {}).get('used_fraction')
     say(
-        f'      selected {len(selection["selected"])} tensors'
-        + (f' ({used:.2%} of the model)' if used is not None else '')
-        + f': {selection_file}'
+        f'      {adaptor_size_text(selection["selected"], used)}: '
+        f'{selection_file}'
     )
     timings['selection_s'] = time.time() - t
 

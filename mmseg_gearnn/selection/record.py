@@ -17,6 +17,7 @@ import json
 from typing import List, Optional, Sequence, Tuple
 
 from ..distortions import DistortionSpace
+from ..models.adaptor_tensors import adaptor_size_text
 from ..models.selection_file import FORMAT_VERSION
 from ..utils.io import atomic_write
 from .base_weights import file_fingerprint
@@ -202,8 +203,9 @@ def format_selection_table(record: dict, top: int = 20) -> str:
         lines.append(f'... {len(tensors) - top} more tensors')
     b, g = record['budget'], record['greedy_comparison']
     lines += [
-        f'selected {record["num_selected"]} of {record["num_candidates"]} '
-        f'tensors: {b["used_bytes"]:,} bytes used of '
+        f'{adaptor_size_text(record["selected"])}, of '
+        f'{record["num_candidates"]} candidate tensors: '
+        f'{b["used_bytes"]:,} bytes used of '
         f'{b["asked_bytes"]:,} asked ({b["used_fraction"]:.4%} used, '
         f'{b["asked_fraction"]:.4%} asked, of {record["model_total_bytes"]:,}'
         ' model bytes)' + ('' if b['respected'] else ', budget not applied'),

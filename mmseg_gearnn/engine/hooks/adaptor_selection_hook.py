@@ -9,6 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmseg.registry import HOOKS
 
+from ...models.adaptor_tensors import adaptor_size_text
 from ...utils.dist import unwrap_model
 
 
@@ -63,8 +64,8 @@ class AdaptorSelectionHook(Hook):
         if model is None or not model.adaptor_from_checkpoint(state):
             return
         runner.logger.info(
-            f'adaptor of {len(model.adaptor_names)} tensors taken from the '
-            'checkpoint'
+            'adaptor taken from the checkpoint: '
+            + adaptor_size_text(model.adaptor_names, model.adaptor_fraction())
         )
         if isinstance(runner.optim_wrapper, OptimWrapper):  # training
             self._rebuild_optimizer(runner)
@@ -82,8 +83,8 @@ class AdaptorSelectionHook(Hook):
             self._select(runner, model, path)
         model.set_adaptor(path)
         runner.logger.info(
-            f'{len(model.adaptor_names)} adaptor tensors per gear '
-            f'({model.adaptor_fraction():.4%} of the model) selected to {path}'
+            f'adaptor selected to {path}: '
+            + adaptor_size_text(model.adaptor_names, model.adaptor_fraction())
         )
         self._rebuild_optimizer(runner)
         runner.optim_wrapper.initialize_count_status(

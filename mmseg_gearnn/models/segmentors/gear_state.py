@@ -14,7 +14,7 @@ from ..adaptor import (
     check_selected_in_one_process,
     resolve_adaptor,
 )
-from ..adaptor_tensors import expand_bn_stats
+from ..adaptor_tensors import adaptor_size_text, expand_bn_stats
 from ..gear_bank import GearBank, adaptor_names_in
 from ..gear_file import read_gears_file, write_gears_file
 
@@ -131,9 +131,9 @@ class GearStateMixin:
             self.set_adaptor(names)
             return True
         print_log(
-            f"the checkpoint's gears hold an adaptor of {len(names)} "
-            'tensors, not the one this model was built with ('
-            f'{len(self.gear_bank.names)} tensors, '
+            f"the checkpoint's gears hold {adaptor_size_text(names)}, "
+            'not the adaptor this model was built with ('
+            f'{adaptor_size_text(self.gear_bank.names)}, '
             f'{self.selection_meta.get("file") or "from the config"}): '
             "the checkpoint's adaptor is used (its gears were trained with "
             'it)',
