@@ -310,13 +310,17 @@ class GearStateMixin:
             for k, v in held.items():
                 if k.startswith(head):
                     state_dict[f'{gears}{ours}.{k[len(head) :]}'] = v
-        unused = [g for i, g in enumerate(table) if i not in mapping.values()]
+        unused = ' '.join(
+            f'{i}:{t}@{lv}'
+            for i, (t, lv) in enumerate(table)
+            if i not in mapping.values()
+        )
         print_log(
             "the checkpoint's gears are mapped by (type, level) onto this "
             f"model's gear table:\n  checkpoint: {format_gears(table)}\n"
             f'  model:      {format_gears(self.space.gear_table())}'
             + (
-                f'\n  not in this model (not loaded): {format_gears(unused)}'
+                f'\n  not in this model (not loaded): {unused}'
                 if unused
                 else ''
             ),
