@@ -36,6 +36,7 @@ from gearnn_bench.provenance import (
     record,
 )
 from gearnn_bench.report import write_results
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 
 # --full-resolution: CamVid's native 360x480 and ten levels per type.
 FULL_RESOLUTION = (360, 480)
@@ -156,6 +157,7 @@ def main():
         + resolution
     )
     out_dir = args.out_dir or (work_dir if args.quick else RESULTS_DIR)
+    keep_warnings_in(work_dir)
     name, profile = resolve_profile(
         profile,
         iters=args.iters,
@@ -190,4 +192,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

@@ -33,6 +33,7 @@ from gearnn_bench.provenance import (
     add_allow_dirty,
     record,
 )
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 
 
 def parse_args(argv=None):
@@ -113,6 +114,7 @@ def main(argv=None):
         'work_dirs/benchmark_camvid_c' + ('_quick' if args.quick else '')
     )
     out_dir = args.out_dir or (work_dir if args.quick else RESULTS_DIR)
+    keep_warnings_in(work_dir)
     stages = CorruptionStages(
         args.data_root,
         work_dir,
@@ -139,4 +141,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

@@ -31,6 +31,7 @@ from gearnn_bench.provenance import (
     record,
 )
 from mmseg_gearnn.utils import atomic_write
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 
 
 def parse_args():
@@ -47,6 +48,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keep_warnings_in(args.work_dir)
     source = record(args.out, args.allow_dirty)  # before any work
     init_default_scope('mmseg')
     bench = CamVidBenchmark(
@@ -86,4 +88,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

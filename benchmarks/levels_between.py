@@ -57,6 +57,7 @@ from mmseg_gearnn.distortions import (
 )
 from mmseg_gearnn.models.routing import gear_severity, severity_of
 from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 from mmseg_gearnn.utils.io import atomic_write
 
 # Kernels that take integer levels only.
@@ -499,6 +500,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    keep_warnings_in(args.work_dir)
     source = record(args.out, args.allow_dirty)  # before any work
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -546,4 +548,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

@@ -55,6 +55,7 @@ from mmseg_gearnn.apis.estimator import (
 )
 from mmseg_gearnn.distortions import CLEAN, distort
 from mmseg_gearnn.utils import set_data_root
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 from mmseg_gearnn.utils.io import atomic_write
 
 GEAR_CONFIG = osp.join(
@@ -165,6 +166,7 @@ def throughput(inferencer, frames, rounds=4):
 
 def main():
     args = parse_args()
+    keep_warnings_in(args.work_dir)
     source = record(args.out, args.allow_dirty)  # before any work
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
@@ -298,4 +300,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

@@ -37,6 +37,7 @@ from gearnn_bench.provenance import (
 )
 from mmseg_gearnn.selection import file_fingerprint
 from mmseg_gearnn.utils import atomic_write
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 
 METHODS = ('mixed', 'bn')
 
@@ -95,6 +96,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keep_warnings_in(args.work_dir)
     source = record(args.out, args.allow_dirty)  # before any work
     if args.on_mixed and 'mixed' not in args.methods:
         raise SystemExit('training_length: --on-mixed needs --methods mixed')
@@ -164,4 +166,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

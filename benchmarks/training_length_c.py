@@ -44,6 +44,7 @@ from gearnn_bench.provenance import (
     record,
 )
 from mmseg_gearnn.utils import atomic_write
+from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
 
 METHODS = ('gearnn_recipe', 'stability', 'mixed_aug', 'bn_stats')
 TUNE = 'tune'
@@ -139,6 +140,7 @@ class LengthStages(CorruptionStages):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_warnings_in(args.work_dir)
     source = record(args.out, args.allow_dirty)  # before any work
     start = time.time()
     init_default_scope('mmseg')
@@ -225,4 +227,5 @@ def _plot(curve: dict, path: str) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with quiet_console():  # third-party warnings: the work dir's log
+        main()

@@ -5,13 +5,12 @@ import os.path as osp
 import time
 from typing import Callable, Dict, Optional
 
-from mmengine.logging import print_log
-
 from mmseg_gearnn.utils import atomic_write
+from mmseg_gearnn.utils.console import say
 
 
 def log(msg: str) -> None:
-    print_log(f'[benchmark] {msg}', logger='current')
+    say(f'[benchmark] {msg}')  # logged, and shown on a quiet console
 
 
 class StageCache:

@@ -32,6 +32,7 @@ from ..engine import ConsoleRunner
 from ..evaluation import markdown_table, plot_miou_vs_level
 from ..models.adaptor_tensors import adaptor_size_text
 from ..utils.console import (
+    WARNINGS_LOG,
     console_is_verbose,
     quiet_console,
     quiet_while_running,
@@ -41,8 +42,6 @@ from ..utils.console import (
 from ..utils.io import atomic_write
 
 STAGES = 4
-# Third-party warnings of a run (deprecations of mmengine, mmseg, ...).
-WARNINGS_LOG = 'warnings.log'
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -204,15 +203,17 @@ def run_gearnn(
             method=method,
             budget=budget,
             selection_steps=selection_steps,
-            base_options=_seeded(base_options, seed, deterministic),
-            gear_options=_seeded(gear_options, seed, deterministic),
+            base_options=seeded_options(base_options, seed, deterministic),
+            gear_options=seeded_options(gear_options, seed, deterministic),
             reuse_base=reuse_base,
             base_checkpoint=base_checkpoint,
             seed=seed,
         )
 
 
-def _seeded(options: Optional[dict], seed: int, deterministic: bool) -> dict:
+def seeded_options(
+    options: Optional[dict], seed: int, deterministic: bool
+) -> dict:
     """``options`` after a run's ``randomness`` (the options win)."""
     return {
         'randomness.seed': seed,

@@ -41,6 +41,9 @@ from mmengine.logging.logger import FilterDuplicateWarning, MMFormatter
 from mmengine.utils import mkdir_or_exist
 from tqdm import tqdm
 
+# The file, in a work dir, that keeps a run's third-party warnings.
+WARNINGS_LOG = 'warnings.log'
+
 # Quiet unless a surrounding ``quiet_console(verbose=True)`` says otherwise.
 _VERBOSE: ContextVar[bool] = ContextVar(
     'gearnn_console_verbose', default=False
@@ -66,6 +69,8 @@ class _Quiet:
         self.warned: Set[tuple] = set() if outer is None else outer.warned
         self.notices = _Notices() if outer is None else outer.notices
         self.third_party = _ThirdPartyWarnings(self.notices)
+        # Files opened by keep_warnings_in, closed with this context.
+        self.kept = 0
 
 
 class _Notices:
@@ -312,7 +317,7 @@ def quiet_console(
                 handler.setFormatter(formatter)
                 handler.removeFilter(quiet.third_party)
                 handler.removeFilter(quiet.logged)
-            if notices_file is not None:
+            for _ in range(quiet.kept + (notices_file is not None)):
                 quiet.notices.pop()
             if outer is None and quiet.notices.pending:
                 # No log to keep them: the console, as without this.
@@ -320,6 +325,28 @@ def quiet_console(
                 sys.stderr.flush()
         _QUIET.reset(quiet_token)
         _VERBOSE.reset(verbose_token)
+
+
+def keep_warnings_in(work_dir: str) -> Optional[str]:
+    """Sends the surrounding quiet console's third-party warnings (those
+    held so far too) to ``work_dir/warnings.log`` until it ends; returns
+    that file, or ``None`` outside a quiet console (nothing changes).
+
+    For a script that knows its work dir only once it has parsed its
+    arguments (a benchmark)::
+
+        if __name__ == '__main__':
+            with quiet_console():
+                main()  # calls keep_warnings_in(work_dir)
+    """
+    quiet = _QUIET.get()
+    if quiet is None:
+        return None
+    warnings_file = osp.join(work_dir, WARNINGS_LOG)
+    mkdir_or_exist(osp.abspath(work_dir))
+    quiet.notices.push(open(warnings_file, 'a', encoding='utf-8'))
+    quiet.kept += 1
+    return warnings_file
 
 
 def quiet_while_running(fn: Callable) -> Callable:

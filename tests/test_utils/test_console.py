@@ -8,6 +8,7 @@ Runs a real mmengine Runner (the tiny mmseg EncoderDecoder of
 subprocesses.
 """
 
+import ast
 import io
 import logging
 import os
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
+from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
+from mmengine.utils import package_utils
 from mmseg.registry import MODELS, RUNNERS
 from test_checkpoint import TINY_CONFIG  # the tiny Runner config of utils
 from toys import tiny_segmentor, tiny_segmentor_source
@@ -29,6 +31,7 @@ from toys import tiny_segmentor, tiny_segmentor_source
 from mmseg_gearnn.apis import train
 from mmseg_gearnn.utils.console import (
     ProgressBar,
+    keep_warnings_in,
     quiet_console,
     quiet_logger,
     say,
@@ -318,3 +321,79 @@ def test_each_warning_shows_once(capfd):
     console = ''.join(capfd.readouterr())
     assert console.count('a logged warning, once') == 1
     assert console.count('an error, always') == 2
+
+
+def _third_party_warning(message: str) -> None:
+    """A warning raised from inside an installed package (mmengine)."""
+    warnings.warn_explicit(
+        message, UserWarning, package_utils.__file__, 1, module='mmengine'
+    )
+
+
+def test_third_party_warnings_go_to_the_work_dir(tmp_path, capfd):
+    work_dir = tmp_path / 'bench'
+    logger = MMLogger.get_instance('console_third_party')
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')
+        with quiet_console():
+            _third_party_warning('a deprecation, held')  # before the file
+            quiet_logger(logger)
+            kept = keep_warnings_in(str(work_dir))
+            _third_party_warning('a deprecation, after')
+            logger.warning('an mmengine notice')  # logged from a test file
+            print_log('a project warning', logger=logger, level=30)
+            warnings.warn('a project UserWarning')
+    console = ''.join(capfd.readouterr())
+    assert kept == str(work_dir / 'warnings.log')
+    notices = (work_dir / 'warnings.log').read_text()
+    for held in ('a deprecation, held', 'a deprecation, after'):
+        assert held in notices and held not in console
+    # Not from an installed package: the console's.
+    for shown in ('an mmengine notice', 'a project warning'):
+        assert shown in console and shown not in notices
+    assert 'a project UserWarning' not in notices
+    assert keep_warnings_in(str(work_dir)) is None  # no quiet console
+
+
+def test_mmengine_logged_warnings_go_to_the_log(tmp_path, capfd):
+    """A WARNING that mmengine's own code logs (its deprecations) goes to
+    the log; an error still shows."""
+    from mmengine.fileio import FileClient
+
+    log = tmp_path / 'warnings.log'
+    logger = MMLogger.get_instance('console_file_client')  # now current
+    with quiet_console(warnings_file=str(log)):
+        quiet_logger(logger)
+        FileClient(backend='disk')  # logs "FileClient will be deprecated"
+    console = ''.join(capfd.readouterr())
+    assert '"FileClient" will be deprecated' in log.read_text()
+    assert 'FileClient' not in console
+
+
+BENCHMARKS = sorted(
+    p
+    for p in (REPO_ROOT / 'benchmarks').glob('*.py')
+    if "'--work-dir'" in p.read_text()
+)
+
+
+@pytest.mark.parametrize('script', BENCHMARKS, ids=lambda p: p.name)
+def test_benchmarks_use_the_quiet_console(script):
+    """Each benchmark with a work dir runs its main in a quiet console and
+    keeps the third-party warnings in its work dir."""
+    tree = ast.parse(script.read_text())
+    (guard,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and '__main__' in ast.unparse(node.test)
+    ]
+    (with_,) = guard.body
+    assert isinstance(with_, ast.With)
+    assert ast.unparse(with_.items[0].context_expr) == 'quiet_console()'
+    assert ast.unparse(with_.body[0]).startswith('main(')
+    (main,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == 'main'
+    ]
+    assert 'keep_warnings_in(' in ast.unparse(main)
