@@ -2,7 +2,9 @@
 
 Each gear becomes a checkpoint of the wrapped segmentor with the gear's
 tensors in place, which stock mmseg loads with the base config written
-beside it (``init_model(OUT/base_config.py, OUT/gear_....pth)``). Run as
+beside it (``init_model(OUT/base_config.py, OUT/gear_....pth)``); the
+output says whether that config is plain mmseg or which of the plugin's
+types its segmentor needs. Run as
 ``gearnn-export``, ``python -m mmseg_gearnn.tools.export_gear`` or
 ``tools/export_gear.py``.
 """
@@ -12,7 +14,7 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
-from mmseg_gearnn.apis import export_gears
+from mmseg_gearnn.apis import export_gears, export_report
 from mmseg_gearnn.utils.user_errors import (
     add_debug_flag,
     check_checkpoint,
@@ -85,23 +87,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             onnx_shape=args.onnx_shape,
             cfg_options=args.cfg_options,
         )
-    for r in results:
-        level = '' if r['level'] is None else f' {r["level"]}'
-        line = f'gear {r["gear"]} ({r["type"]}{level}): {r["checkpoint"]}'
-        if 'onnx' in r:
-            diff = r['onnx_max_abs_diff']
-            checked = (
-                'not checked: onnxruntime is not installed'
-                if diff is None
-                else f'onnxruntime max abs logit diff {diff:.1e}'
-            )
-            line += f', {r["onnx"]} ({checked})'
+    for line in export_report(results):
         print(line)
-    print(
-        f'base config: {args.out_dir}/base_config.py; in mmseg: '
-        f"init_model('{args.out_dir}/base_config.py', "
-        f"'{results[0]['checkpoint']}')"
-    )
 
 
 if __name__ == '__main__':

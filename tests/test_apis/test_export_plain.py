@@ -416,3 +416,30 @@ def _gear_state(model, gear):
             }
         finally:
             model.restore_base()
+
+
+def test_cli_says_the_config_is_plain(gearnn, tmp_path):
+    config, _, checkpoint = gearnn
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'mmseg_gearnn.tools.export_gear',
+            config,
+            checkpoint,
+            '--out-dir',
+            str(tmp_path),
+            '--level',
+            *map(str, LEVEL),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        'base config: a plain mmseg config: stock mmseg builds it without '
+        'mmseg_gearnn'
+    ) in proc.stdout
+    note = "  train_dataloader: the dataset (CamVidDataset) is the plugin's"
+    assert note in proc.stdout
