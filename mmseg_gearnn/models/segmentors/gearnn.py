@@ -84,7 +84,9 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
             (every tensor: full per-level fine-tuning) or a budget, e.g.
             ``dict(budget=0.002, method='fisher')``, selected on the loaded
             base before the gears train (``AdaptorSelectionHook``) or taken
-            from a checkpoint of this model (see :mod:`..adaptor`).
+            from a checkpoint of this model (see :mod:`..adaptor`). A
+            checkpoint whose gears hold another adaptor brings its own,
+            with a warning naming both.
         default_gear (int): gear of a sample the router leaves undecided
             (no distortion metadata).
         gears_file (str, optional): a compact gears file (see
