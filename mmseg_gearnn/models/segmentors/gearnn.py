@@ -89,17 +89,14 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
             with a warning naming both.
         default_gear (int): gear of a sample the router leaves undecided
             (no distortion metadata).
-        gears_file (str, optional): a compact gears file (see
-            :meth:`save_gears`), loaded once the base is filled: after a
-            base checkpoint is loaded (the Runner's ``load_from``, mmseg's
-            ``load_checkpoint``), else at the first forward call. A
-            checkpoint of this model holds its own gears, which are kept.
+        gears_file (str, optional): a gears file (:meth:`save_gears`),
+            loaded once a base checkpoint has filled the base, else at the
+            first forward call (a checkpoint with gears keeps its own).
         allow_other_base (bool): load gears files trained on other weights
             of the base (same architecture) with a warning instead of
             refusing them (``--cfg-options model.allow_other_base=True``).
-        allow_random_base (bool): let gears train on a base that no
-            checkpoint filled (random weights), which a run otherwise
-            refuses (``AdaptorSelectionHook``); for tests only.
+        allow_random_base (bool): let gears train on a base no checkpoint
+            filled, which a run refuses otherwise; for tests only.
         router (dict, optional): the router config, e.g.
             ``dict(type='CheckedGearRouter', estimator='est.pth')``; None
             for ``MetadataGearRouter``.
@@ -369,9 +366,8 @@ class GearNNSegmentor(GearStateMixin, SegmentorWrapper):
     # -- weights and modes -------------------------------------------------
     def init_weights(self) -> None:
         """Initialises the base and starts every gear from it; a
-        ``gears_file`` is loaded once the base is filled (a checkpoint
-        load, else the first forward call), not here: a Runner initialises
-        before it loads ``load_from``, and tests without initialising."""
+        ``gears_file`` is loaded once the base is filled, not here: a
+        Runner initialises before it loads ``load_from``."""
         self.restore_base()
         super().init_weights()
         self.gear_bank.reset_from()
