@@ -84,6 +84,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='--cfg-options for the gear config',
     )
     parser.add_argument(
+        '--seed', type=int, default=0, help='seed of every stage'
+    )
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=1,
+        help="torch's CPU threads (the figures depend on it; 0: torch's own "
+        'count, from the cores and OMP_NUM_THREADS)',
+    )
+    parser.add_argument(
         '--verbose',
         action='store_true',
         help="mmengine's full console output (the work dir keeps it anyway)",
@@ -105,6 +115,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             gear_options=args.gear_options,
             reuse_base=not args.retrain_base,
             base_checkpoint=args.base_checkpoint,
+            seed=args.seed,
+            threads=args.threads or None,
         )
 
 

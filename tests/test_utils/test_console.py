@@ -10,6 +10,7 @@ subprocesses.
 
 import ast
 import io
+import json
 import logging
 import os
 import re
@@ -259,7 +260,8 @@ def test_demo_console_is_one_line_per_stage(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS='1'),
+        # The demo's one thread whatever the environment says.
+        env=dict(os.environ, OMP_NUM_THREADS='2'),
     )
     # Bytes: text mode would turn a bar's in-place '\r' into new lines.
     out, err = result.stdout.decode(), result.stderr.decode()
@@ -288,6 +290,10 @@ def test_demo_console_is_one_line_per_stage(tmp_path):
     # Every bar, the selection's included, a line per quarter: no '\r'.
     assert '\r' not in console
     assert '  fisher: 12/12 (' in err.splitlines()[7], err  # 12 levels
+    summary = json.loads((work_dir / 'summary.json').read_text())
+    assert summary['reproducibility'] == dict(
+        seed=0, deterministic=True, threads=1
+    )
 
 
 def test_progress_bar_off_a_terminal_short_run():
