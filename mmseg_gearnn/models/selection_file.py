@@ -9,7 +9,11 @@ from typing import Dict, Optional
 import torch.nn as nn
 
 from ..distortions import build_space
-from .adaptor_tensors import adaptor_candidates
+from .adaptor_tensors import (
+    adaptor_candidates,
+    in_modules,
+    training_only_modules,
+)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = (
@@ -31,7 +35,9 @@ def load_selection(
     Args:
         path (str): the JSON file.
         model (nn.Module, optional): check that every tensor of the file
-            is a candidate of this model with the same number of elements.
+            is a candidate of this model with the same number of elements
+            (or a tensor of a training-only module: files written while
+            those were candidates list them).
         space (dict | DistortionSpace, optional): check that the file was
             computed for this distortion space.
 
@@ -89,6 +95,12 @@ def load_selection(
 
 def _check_model(path: str, numel: Dict[str, int], model: nn.Module):
     have = {n: t.numel() for n, t in adaptor_candidates(model).items()}
+    skip = training_only_modules(model)
+    have.update(
+        (n, t.numel())
+        for n, t in model.state_dict().items()
+        if in_modules(n, skip)
+    )
     absent = [n for n in numel if n not in have]
     wrong = [
         f'{n} (file {numel[n]}, model {have[n]})'

@@ -2,6 +2,8 @@
 are no adaptor candidates: not scored, not selected, not in the ``'bn'`` or
 ``'all'`` adaptors, whatever ``exclude_modules`` says."""
 
+import json
+
 from mmseg.registry import MODELS
 from toys import tiny_segmentor
 
@@ -65,3 +67,42 @@ def test_bn_and_all_adaptors_leave_them_out():
         )
         assert model.adaptor_names
         assert not [n for n in model.adaptor_names if n.startswith(AUX)]
+
+
+def test_a_file_that_lists_them_still_loads(tmp_path):
+    """A selection file written while the auxiliary head's tensors were
+    candidates lists them (unselected): it still builds the model."""
+    segmentor = MODELS.build(_with_auxiliary_head())
+    tensors = dict(segmentor.state_dict())
+    selected = ['decode_head.conv_seg.weight']
+    listed = selected + ['auxiliary_head.conv_seg.weight']
+    path = tmp_path / 'selection.json'
+    path.write_text(
+        json.dumps(
+            dict(
+                format_version=1,
+                method='fisher',
+                tensors=[
+                    dict(
+                        name=n,
+                        numel=tensors[n].numel(),
+                        selected=n in selected,
+                    )
+                    for n in listed
+                ],
+                selected=selected,
+                budget=dict(),
+                distortion_space=SPACE,
+                model_total_bytes=1,
+            )
+        )
+    )
+    model = MODELS.build(
+        dict(
+            type='GearNNSegmentor',
+            segmentor=_with_auxiliary_head(),
+            space=SPACE,
+            adaptor=str(path),
+        )
+    )
+    assert model.adaptor_names == selected
