@@ -18,6 +18,7 @@ of CPU threads (the order of floating-point sums depends on it).
 import copy
 import glob
 import json
+import os
 import os.path as osp
 import time
 from contextlib import contextmanager
@@ -77,26 +78,39 @@ def _load_cfg(
 def reproducible(
     deterministic: bool = True, threads: Optional[int] = None
 ) -> Iterator[None]:
-    """Torch's deterministic algorithms and ``threads`` CPU threads while
-    this lasts (each unchanged when ``False`` / ``None``); restored after.
+    """Torch's deterministic algorithms (cuDNN's too) and ``threads`` CPU
+    threads while this lasts (each unchanged when ``False`` / ``None``);
+    restored after.
 
-    The number of threads is part of the result on a CPU: torch splits a
-    reduction into one chunk per thread, and the order of floating-point
-    sums changes the last bits, which training amplifies.
+    An operation without a deterministic implementation (some CUDA
+    backward passes) warns instead of failing: a GPU run stays possible,
+    reproducible as far as torch allows. The number of threads is part of
+    the result on a CPU: torch splits a reduction into one chunk per
+    thread, and the order of floating-point sums changes the last bits,
+    which training amplifies.
     """
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_threads = torch.get_num_threads()
+    if threads is not None and threads < 1:
+        raise ValueError(f'threads must be at least 1, got {threads}')
+    was = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.get_num_threads(),
+    )
     if deterministic:
-        torch.use_deterministic_algorithms(True)
+        # cuBLAS is deterministic with this workspace only (read at its
+        # first use).
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f'threads must be at least 1, got {threads}')
         torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_num_threads(was_threads)
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.backends.cudnn.deterministic = was[2]
+        torch.set_num_threads(was[3])
 
 
 def train(
@@ -214,12 +228,17 @@ def run_gearnn(
 def seeded_options(
     options: Optional[dict], seed: int, deterministic: bool
 ) -> dict:
-    """``options`` after a run's ``randomness`` (the options win)."""
-    return {
-        'randomness.seed': seed,
-        'randomness.deterministic': deterministic,
-        **(options or {}),
-    }
+    """``options`` after a run's seed and, when ``deterministic``, no cuDNN
+    benchmark (it picks algorithms by timing); the options win.
+
+    mmengine's own ``randomness.deterministic`` is left alone: it turns
+    torch's deterministic algorithms on strictly, and a GPU backward
+    without one would fail (:func:`reproducible` turns them on).
+    """
+    seeded = {'randomness.seed': seed}
+    if deterministic:
+        seeded['env_cfg.cudnn_benchmark'] = False
+    return {**seeded, **(options or {})}
 
 
 def _run_gearnn(

@@ -78,13 +78,25 @@ def test_same_bits_whatever_the_machine_threads():
 def test_every_run_is_seeded_and_options_win():
     assert seeded_options(None, 0, True) == {
         'randomness.seed': 0,
-        'randomness.deterministic': True,
+        'env_cfg.cudnn_benchmark': False,
     }
-    # A user's own randomness option is kept.
+    assert seeded_options(None, 3, False) == {'randomness.seed': 3}
+    # A user's own option is kept.
     assert seeded_options({'randomness.seed': 5}, 0, True) == {
         'randomness.seed': 5,
-        'randomness.deterministic': True,
+        'env_cfg.cudnn_benchmark': False,
     }
+
+
+def test_deterministic_warns_where_torch_has_no_such_algorithm():
+    """A GPU backward without a deterministic kernel must not stop a run;
+    the flags come back after."""
+    with reproducible(deterministic=True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic
 
 
 @pytest.mark.faults
