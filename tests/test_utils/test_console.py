@@ -296,6 +296,21 @@ def test_demo_console_is_one_line_per_stage(tmp_path):
     )
 
 
+def test_selection_bar_is_the_console_bar():
+    """The selection scorers' bar: quarters off a terminal, nothing when
+    progress is off."""
+    from mmseg_gearnn.selection.scorers import _progress
+
+    bar = _progress(8, 'fisher', True)
+    assert isinstance(bar, ProgressBar)
+    stream = io.StringIO()
+    off = ProgressBar(8, 'fisher', stream=stream, enabled=False)
+    for _ in range(8):
+        off.update()
+    off.close()
+    assert stream.getvalue() == ''
+
+
 def test_progress_bar_off_a_terminal_short_run():
     """Two steps pass two quarters each: one line per step."""
     stream = io.StringIO()
