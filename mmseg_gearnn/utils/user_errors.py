@@ -47,11 +47,18 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The longest message shown whole; a longer one (a library's, holding e.g. a
+# traced graph) keeps its start and its end.
+MAX_MESSAGE = 800
+
+
 def _message(err: BaseException) -> str:
     # A KeyError's str() is the repr of its argument.
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else ''
-    text = text or str(err) or type(err).__name__
-    return ' '.join(text.split())
+    text = ' '.join((text or str(err) or type(err).__name__).split())
+    if len(text) > MAX_MESSAGE:
+        text = f'{text[: MAX_MESSAGE // 2]} [...] {text[-MAX_MESSAGE // 4 :]}'
+    return text
 
 
 def program_name() -> str:

@@ -35,6 +35,18 @@ NOT_BUILD_INPUT = shutil.ignore_patterns(
 PIP = [sys.executable, '-m', 'pip']
 SITE_DIRS = ('site-packages', 'dist-packages')
 PRINT_PURELIB = 'import sysconfig; print(sysconfig.get_path("purelib"))'
+# The console entry points: the tools of the checkout's tools/ folder.
+ENTRY_POINTS = {
+    'gearnn-train': 'train',
+    'gearnn-test': 'test',
+    'gearnn-select': 'select_params',
+    'gearnn-export': 'export_gear',
+    'gearnn-infer': 'infer',
+    'gearnn-robustness': 'robustness',
+    'gearnn-train-estimator': 'train_estimator',
+    'gearnn-class-weights': 'class_weights',
+    'gearnn-demo': 'demo',
+}
 TINY_CONFIG = (
     'gearnn/gearnn_deeplabv3plus_r18-tiny_1xb8-600_procedural-96x128.py'
 )
@@ -70,6 +82,30 @@ SCRATCH_CHECK = textwrap.dedent(
         loaded=loaded,
         model=type(model).__name__,
         default_gear=model.default_gear,
+    )))
+    """
+)
+
+
+# Run by the scratch venv's interpreter: loads every console entry point of
+# the installed distribution; prints one JSON line.
+LOAD_ENTRY_POINTS = textwrap.dedent(
+    """
+    import json
+    import os.path as osp
+    from importlib.metadata import entry_points
+
+    loaded = {}
+    for ep in entry_points(group='console_scripts'):
+        if ep.name.startswith('gearnn-'):
+            main = ep.load()
+            loaded[ep.name] = main.__module__
+    from mmseg_gearnn.tools import demo
+
+    gear_config = demo.parse_args([]).gear_config
+    print(json.dumps(dict(
+        loaded=loaded,
+        demo_configs=[demo.CONFIGS, osp.isfile(gear_config)],
     )))
     """
 )
@@ -169,3 +205,43 @@ def test_user_config_inherits_packaged_config(scratch_python, tmp_path):
     }
     assert result['model'] == 'GearNNSegmentor'
     assert result['default_gear'] == 1
+
+
+def test_wheel_ships_the_tools_as_entry_points(wheel, repo_root):
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        dist_info = next(n.split('/')[0] for n in names if '.dist-info/' in n)
+        entry_points = whl.read(f'{dist_info}/entry_points.txt').decode()
+    for name, module in ENTRY_POINTS.items():
+        assert f'mmseg_gearnn/tools/{module}.py' in names
+        assert f'{name} = mmseg_gearnn.tools.{module}:main' in entry_points
+    # Every tool a user runs (each tools/*.py) is an entry point.
+    tools = {p.stem for p in (repo_root / 'tools').glob('*.py')}
+    assert tools == set(ENTRY_POINTS.values())
+
+
+def test_entry_points_run_from_the_wheel(scratch_python, tmp_path):
+    """The entry points load from the wheel (the demo finds its packaged
+    configs), and ``gearnn-test`` and ``python -m mmseg_gearnn.tools.test``
+    run outside the checkout."""
+    venv = scratch_python.parents[1].resolve()
+    check = tmp_path / 'entry_points.py'
+    check.write_text(LOAD_ENTRY_POINTS)
+    out = _run([scratch_python, '-I', check], cwd=tmp_path)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result['loaded'] == {
+        name: f'mmseg_gearnn.tools.{module}'
+        for name, module in ENTRY_POINTS.items()
+    }
+    demo_configs, gear_config_found = result['demo_configs']
+    assert Path(demo_configs).resolve().is_relative_to(venv)
+    assert gear_config_found
+
+    usage = _run([venv / 'bin' / 'gearnn-test', '--help'], cwd=tmp_path)
+    assert usage.startswith('usage: gearnn-test')
+    assert '--show-interval' in usage and '--debug' in usage
+    usage = _run(
+        [scratch_python, '-I', '-m', 'mmseg_gearnn.tools.test', '--help'],
+        cwd=tmp_path,
+    )
+    assert 'checkpoint' in usage and '--debug' in usage
