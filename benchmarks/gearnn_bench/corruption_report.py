@@ -328,8 +328,8 @@ def _recipe_lines(results: dict) -> list:
             'the mean over folds of the left-out corruption mIoU is '
             f'{chosen:.2f} at it, '
             f'{choice["score"]["0"]:.2f} without fallback (threshold 0) '
-            f'and {choice["score"]["1"]:.2f} with every such frame on the '
-            'base (threshold 1).',
+            f'and {choice["score"]["1"]:.2f} at threshold 1 (a gear only '
+            'for an estimate of probability 1.0 in float32).',
             '',
             f'Held-out mean (val): {_fmt(recipe.get("held_out_mean"))} with '
             f'the fallback, {_fmt(no_fb)} without it; the fallback took '
@@ -347,14 +347,15 @@ def _recipe_lines(results: dict) -> list:
         lines += ['', 'Leave-one-corruption-out folds (tuning split):', '']
         lines += [
             '| left out | no fallback | all on base | chosen | median '
-            'confidence | routed to |',
-            '| --- | ---: | ---: | ---: | ---: | --- |',
+            'confidence | share p = 1.0 | routed to |',
+            '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
         ]
         for corruption, fold in choice['folds'].items():
             lines.append(
                 f'| {corruption} | {fold["no_fallback"]:.2f} | '
                 f'{fold["all_base"]:.2f} | {fold["chosen"]:.2f} | '
                 f'{fold["median_confidence"]:.3f} | '
+                f'{fold.get("certain_share", float("nan")):.2f} | '
                 f'{_shares(fold["routed"], 3)} |'
             )
     seeds = results.get('seeds')

@@ -163,6 +163,7 @@ class RoutingStages:
                 estimator=est['file'],
                 tune_images=list(p.tune_images),
                 thresholds=list(THRESHOLDS),
+                folds='all_base: every frame on the base',
                 config=self._config_digest('gearnn_distill', options),
             ),
             run,
@@ -304,16 +305,19 @@ class RoutingStages:
                 for it in its
             ]
             conf = best.numpy()
-            fold = {}
-            for t in THRESHOLDS:
-                use = conf >= t
+
+            def score(use):
                 per_level = {}
                 for k, level in enumerate(levels):
                     chosen = geared[k] if use[k] else base[k]
                     per_level.setdefault(level, []).append(chosen)
-                fold[t] = float(
+                return float(
                     np.mean([_miou(sum(a)) for a in per_level.values()])
                 )
+
+            fold = {}
+            for t in THRESHOLDS:
+                fold[t] = score(conf >= t)
                 scores[t].append(fold[t])
             routed = {}
             for g in gears:
@@ -322,8 +326,11 @@ class RoutingStages:
                 routed[label] = routed.get(label, 0) + 1
             per_fold[corruption] = dict(
                 no_fallback=round(fold[0.0], 2),
-                all_base=round(fold[THRESHOLDS[-1]], 2),
+                # every frame on the base (no threshold does that: an
+                # estimate of probability 1.0 passes even 1.0)
+                all_base=round(score(np.zeros(len(its), dtype=bool)), 2),
                 median_confidence=round(float(np.median(conf)), 3),
+                certain_share=round(float(np.mean(conf >= 1.0)), 3),
                 routed=routed,
             )
         mean = {t: float(np.mean(v)) for t, v in scores.items()}
