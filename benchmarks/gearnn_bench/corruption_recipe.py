@@ -12,6 +12,7 @@ threshold is chosen on the tuning split (:mod:`.corruption_routing`).
 """
 
 import os.path as osp
+from typing import Optional
 
 import torch
 
@@ -21,6 +22,9 @@ from mmseg_gearnn.selection import file_fingerprint, run_selection_from_config
 from .corruption_profile import CLEAN_GEAR_LEVEL
 
 RECIPE = 'gearnn_recipe'
+# The robust bases the recipe can sit on: the reported method whose model
+# it is, and that model's stage name (without a seed suffix).
+ROBUST_BASES = ('mixed_aug', 'stability')
 
 
 def seed_options(seed: int) -> dict:
@@ -62,33 +66,63 @@ class RecipeStages:
             **seed_options(seed),
         }
 
-    def robust_base(self, base: str, seed: int = 0, split: str = 'val'):
-        """The recipe's robust base: mixed augmentation of ``seed`` (its
-        stage, ``mixed_aug[_seedN]``, also the reported method); on the
-        tuning split (``split='tune'``), evaluated on the trained sweep."""
+    def robust_base(
+        self,
+        base: str,
+        seed: int = 0,
+        split: str = 'val',
+        robust: str = 'mixed_aug',
+    ):
+        """The recipe's robust base: the model of ``robust`` (mixed
+        augmentation or stability training) of ``seed``, its stage that of
+        the reported method; on the tuning split (``split='tune'``),
+        trained again and evaluated on the trained sweep."""
         from .corruption_stages import SWEEP_KEY
 
-        name = 'mixed_aug' + seed_suffix(seed)
+        p = self.corruption_profile
+        if robust not in ROBUST_BASES:
+            raise ValueError(
+                f'unknown robust base {robust!r}; choose from {ROBUST_BASES}'
+            )
         options = seed_options(seed)
+        if robust == 'mixed_aug':
+            name, key = 'mixed_aug', 'mixed'
+        else:
+            name, key = f'stability_alpha{p.alpha:g}', 'stability'
+            options['model.alpha'] = p.alpha
+        name += seed_suffix(seed)
         if split != 'val':
             options[SWEEP_KEY] = 'trained'
-        self.fine_tuned(name, 'mixed', base, options, split)
+        self.fine_tuned(name, key, base, options, split)
         return self.fine_tuned_checkpoint(name, split)
 
-    def recipe_gears(self, base: str, seed: int = 0, split: str = 'val'):
-        """Stage ``gearnn_recipe[_seedN]``: the recipe's gears trained over
-        the robust base, evaluated on the trained sweep (clean frames on
-        the clean gear) of ``split``; returns (entry, checkpoint,
-        options)."""
-        robust = self.robust_base(base, seed, split)
+    def recipe_name(self, robust: str = 'mixed_aug', seed: int = 0) -> str:
+        """The stage name of the recipe's gears over ``robust``."""
+        on = '' if robust == 'mixed_aug' else f'_on_{robust}'
+        return RECIPE + on + seed_suffix(seed)
+
+    def recipe_gears(
+        self,
+        base: str,
+        seed: int = 0,
+        split: str = 'val',
+        robust: str = 'mixed_aug',
+        robust_split: Optional[str] = None,
+    ):
+        """Stage ``gearnn_recipe[_on_{robust}][_seedN]``: the recipe's gears
+        trained over the robust base (trained for ``robust_split``, default
+        ``split``), evaluated on the trained sweep (clean frames on the
+        clean gear) of ``split``; returns (entry, checkpoint, options)."""
+        ckpt = self.robust_base(base, seed, robust_split or split, robust)
         suffix = seed_suffix(seed)
-        name = RECIPE + suffix
+        name = self.recipe_name(robust, seed)
         options = self.recipe_options(seed)
-        robust_sha256 = file_fingerprint(robust)['sha256']
-        picked = self.recipe_selection(robust, robust_sha256, suffix)
+        robust_sha256 = file_fingerprint(ckpt)['sha256']
+        prefix = 'on_mixed_aug' if robust == 'mixed_aug' else f'on_{robust}'
+        picked = self.recipe_selection(ckpt, robust_sha256, prefix + suffix)
         entry = self.gears(
             name,
-            robust,
+            ckpt,
             picked['file'],
             selection=dict(
                 scoring='fisher',
@@ -104,8 +138,8 @@ class RecipeStages:
         options = dict(options, **{'model.adaptor': picked['file']})
         return entry, self.fine_tuned_checkpoint(name, split), options
 
-    def recipe_selection(self, robust: str, robust_sha256: str, suffix):
-        """Stage ``on_mixed_aug{suffix}_selection_fisher_{budget}``: the
+    def recipe_selection(self, robust: str, robust_sha256: str, prefix):
+        """Stage ``{prefix}_selection_fisher_{budget}``: the
         Fisher selection at the budget on the robust base, scored over the
         recipe's gear table (its clean gear's identity level included)."""
         from .corruption_stages import CLEAN_GEAR_KEY
@@ -133,7 +167,7 @@ class RecipeStages:
             )
 
         return self.cache.run(
-            f'on_mixed_aug{suffix}_selection_fisher_{budget:g}',
+            f'{prefix}_selection_fisher_{budget:g}',
             self._inputs(
                 robust_sha256,
                 method='selection',
@@ -147,15 +181,68 @@ class RecipeStages:
         )
 
     def recipe(self, base: str, seed: int = 0):
-        """The recipe of ``seed``: ``(entry, held, routing)`` with ``held``
-        the untrained sweep under the chosen threshold; ``routing`` holds
-        the threshold's choice and the held-out sweep without fallback."""
-        entry, ckpt, options = self.recipe_gears(base, seed)
-        name = RECIPE + seed_suffix(seed)
+        """The recipe of ``seed`` over the robust base chosen on the tuning
+        split (:meth:`choose_robust_base`): ``(entry, held, routing)`` with
+        ``held`` the untrained sweep under the chosen threshold;
+        ``routing`` holds the threshold's choice, the held-out sweep
+        without fallback, the robust base's choice and the stage names."""
+        robust = self.choose_robust_base(base)
+        entry, ckpt, options = self.recipe_gears(
+            base, seed, robust=robust['robust']
+        )
+        name = self.recipe_name(robust['robust'], seed)
         no_fallback = self.recipe_untrained(name, ckpt, options, 0.0)
         choice = self.routing_threshold(name, ckpt, options)
         held = self.recipe_untrained(name, ckpt, options, choice['threshold'])
-        return entry, held, dict(choice=choice, no_fallback=no_fallback)
+        return (
+            entry,
+            held,
+            dict(
+                choice=choice,
+                no_fallback=no_fallback,
+                robust_base=robust,
+                stages=[name, f'{name}_t{choice["threshold"]:g}_untrained'],
+            ),
+        )
+
+    def choose_robust_base(self, base: str) -> dict:
+        """The robust base of the recipe, chosen on the tuning split: for
+        each of :data:`ROBUST_BASES`, the recipe's gears (seed 0) trained
+        over that model (trained on ``train_fit`` as for val) and evaluated
+        on the tuning split's trained sweep; the higher mean wins (ties:
+        the first)."""
+        from .corruption_stages import SWEEP_KEY
+
+        means = {}
+        for robust in ROBUST_BASES:
+            ckpt = self.robust_base(base, 0, 'val', robust)
+            name = self.recipe_name(robust)
+            if robust == 'mixed_aug':
+                # The val run's gears, evaluated on the tuning split.
+                entry, gears, options = self.recipe_gears(base)
+                entry = self.evaluated(
+                    f'{name}_eval',
+                    'gearnn_distill',
+                    gears,
+                    dict(options, **{SWEEP_KEY: 'trained'}),
+                    'tune',
+                )
+            else:
+                entry = self.recipe_gears(
+                    base, split='tune', robust=robust, robust_split='val'
+                )[0]
+            means[robust] = dict(
+                tune_mean=round(entry['mean_miou'], 2),
+                tune_clean=round(entry['clean_miou'], 2),
+            )
+            del ckpt
+        best = max(ROBUST_BASES, key=lambda r: means[r]['tune_mean'])
+        return dict(
+            robust=best,
+            candidates=means,
+            rule='gears over each robust base (seed 0), mean mIoU over the '
+            'trained corruptions x severities on the tuning split',
+        )
 
     def recipe_untrained(self, name, ckpt, options, threshold):
         """The recipe on the untrained sweep at ``threshold``; stage

@@ -312,6 +312,20 @@ def _recipe_lines(results: dict) -> list:
     """The recipe's routing (threshold, fallback, held-out with and
     without it), its seeds and the batches each gear trained on."""
     lines = []
+    robust = results.get('recipe_robust_base')
+    if robust:
+        lines += [
+            '',
+            "## The recipe's robust base",
+            '',
+            f'{robust["robust"]}, chosen on the tuning split ('
+            f'{robust["rule"]}): '
+            + ', '.join(
+                f'{r} {c["tune_mean"]:.2f} (clean {c["tune_clean"]:.2f})'
+                for r, c in robust['candidates'].items()
+            )
+            + '.',
+        ]
     routing = results.get('routing')
     if routing:
         choice = routing['choice']

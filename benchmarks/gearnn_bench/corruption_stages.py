@@ -493,6 +493,7 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 choice=recipe_routing['choice'],
                 fallback_share=confident['fallback_share'],
             ),
+            recipe_robust_base=recipe_routing['robust_base'],
             per_gear_batches=dict(
                 gearnn_recipe=self.per_gear_batches(p.stages.iters, True),
                 gearnn=self.per_gear_batches(p.stages.iters, False),
@@ -537,11 +538,8 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
             stages['stability' + suffix] = [
                 f'stability_alpha{p.alpha:g}' + suffix
             ]
-            threshold = reports[RECIPE + suffix][2]['choice']['threshold']
-            stages[RECIPE + suffix] = [
-                RECIPE + suffix,
-                f'{RECIPE}{suffix}_t{threshold:g}_untrained',
-            ]
+            if RECIPE + suffix in reports:
+                stages[RECIPE + suffix] = reports[RECIPE + suffix][2]['stages']
         runs: Dict[str, list] = {}
         for name, names in stages.items():
             if name not in reports:
