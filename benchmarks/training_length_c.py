@@ -72,6 +72,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out', default=osp.join(RESULTS_DIR, 'training_length_c.json')
     )
+    parser.add_argument(
+        '--note',
+        help='a statement recorded in the results (e.g. the default '
+        'iterations chosen from the curve, and why)',
+    )
     add_allow_dirty(parser)
     return parser.parse_args(argv)
 
@@ -195,6 +200,7 @@ def _write(args, source, curve, stages_log, start, profile) -> None:
         tune_frames=list(profile.tune_images),
         evaluated='trained corruptions x severities (tune_mean) and clean',
         methods=curve,
+        note=args.note,
         stages=stages_log,
     )
     atomic_write(args.out, json.dumps(results, indent=2))
