@@ -416,6 +416,9 @@ ROBUST_CONFIG = (
     RECIPE_CONFIGS
     / 'mixed_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-c-240x320.py'
 )
+STABILITY_CONFIG = RECIPE_CONFIGS / (
+    'stability_deeplabv3plus_efficientnet-lite0_1xb8-300_camvid-c-240x320.py'
+)
 
 
 def test_recipe_configs_hold_the_benchmark_spaces():
@@ -429,6 +432,11 @@ def test_recipe_configs_hold_the_benchmark_spaces():
     recipe = Config.fromfile(str(RECIPE_CONFIG))
     steps = {s['type']: s for s in robust.train_dataloader.dataset.pipeline}
     assert steps['RandomDistortion']['space'] == full.train_space()
+    stability = Config.fromfile(str(STABILITY_CONFIG))
+    assert stability.model.type == 'StabilitySegmentor'
+    assert stability.model.alpha == full.alpha
+    steps = {s['type']: s for s in stability.train_dataloader.dataset.pipeline}
+    assert steps['PairedDistortion']['space'] == full.train_space()
     steps = {s['type']: s for s in recipe.train_dataloader.dataset.pipeline}
     assert list(steps)[-3:] == [
         'KeepCleanCopy',
@@ -445,7 +453,7 @@ def test_recipe_configs_hold_the_benchmark_spaces():
         'brightness',
         1.0,
     )
-    for cfg in (robust, recipe):
+    for cfg in (robust, stability, recipe):
         assert cfg.test_dataloader.dataset.space == full.eval_space('all')
         assert cfg.test_evaluator.space == full.eval_space('all')
 
