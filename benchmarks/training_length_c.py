@@ -200,6 +200,8 @@ def _write(args, source, curve, stages_log, start, profile) -> None:
         tune_frames=list(profile.tune_images),
         evaluated='trained corruptions x severities (tune_mean) and clean',
         methods=curve,
+        # LengthStages.point's recipe: gears over mixed augmentation.
+        recipe_robust_base='mixed_aug',
         note=args.note,
         stages=stages_log,
     )
