@@ -205,7 +205,9 @@ def markdown(results: dict) -> str:
         f'{results.get("dirty")}; allow_dirty: '
         f'{results.get("allow_dirty")})  ',
         f'Wall time: {results["wall_time_s"]:.0f} s on '
-        f'{results.get("machine", "?")}  ',
+        f'{results.get("machine", "?")}; stage time (every stage as it '
+        f'ran, reused ones included): {results.get("stage_time_s", 0):.0f}'
+        ' s  ',
         f'Split: {results["split"]}; profile: {results.get("profile")}; '
         f'{results.get("library", "")}',
         '',

@@ -479,6 +479,11 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
             command=command,
             **source,
             wall_time_s=round(time.time() - start, 1),
+            # What the stages cost when they ran (reused ones included):
+            # the run's compute, where stages ran in earlier processes.
+            stage_time_s=round(
+                sum(v['time_s'] or 0 for v in self.cache.stages.values()), 1
+            ),
             split=SPLIT,
             corruptions=list(p.corruptions),
             held_out=list(p.held_out),
