@@ -10,10 +10,13 @@ the table (:meth:`DistortionSpace.gear_table`) and is read through
 :meth:`DistortionSpace.gear_map`, which matches gears by identity.
 """
 
+import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
 
 from ..utils.user_errors import did_you_mean
 from .functional import KERNELS
@@ -314,6 +317,99 @@ def format_gears(table: Sequence) -> str:
     """A gear table as ``0:clean 1:jpeg@40 ...`` (the ids of its own
     order), for messages."""
     return ' '.join(f'{i}:{_gear_name(g)}' for i, g in enumerate(table))
+
+
+# The gear table as a module's extra state (``_extra_state`` in a state
+# dict): a uint8 tensor of UTF-8 JSON, not a Python object, since mmengine
+# broadcasts every state-dict value as a tensor (distributed training) and
+# user code may treat every value as one.
+GEAR_TABLE_STATE = 'gearnn.gear_table'
+GEAR_TABLE_STATE_VERSION = 1
+
+
+def encode_gear_table(table: Sequence) -> torch.Tensor:
+    """A gear table (:meth:`DistortionSpace.gear_table`) as a 1-D uint8
+    tensor: UTF-8 JSON ``{"format", "version", "gear_table"}``."""
+    record = dict(
+        format=GEAR_TABLE_STATE,
+        version=GEAR_TABLE_STATE_VERSION,
+        gear_table=[list(entry) for entry in table],
+    )
+    text = json.dumps(record, separators=(',', ':'), allow_nan=False)
+    return torch.tensor(list(text.encode('utf-8')), dtype=torch.uint8)
+
+
+def decode_gear_table(state: Any) -> Optional[List[list]]:
+    """The gear table that :func:`encode_gear_table` wrote; also reads the
+    ``dict(gear_table=...)`` that earlier checkpoints hold. None where
+    ``state`` records no table (None, or a dict without one).
+
+    Raises:
+        ValueError: ``state`` is not a gear table of a known format.
+    """
+    if state is None:
+        return None
+    if isinstance(state, dict):
+        table = state.get('gear_table')
+        return None if table is None else _checked_table(table)
+    if not (
+        isinstance(state, torch.Tensor)
+        and state.dtype == torch.uint8
+        and state.dim() == 1
+    ):
+        kind = (
+            f'a {state.dtype} tensor of shape {tuple(state.shape)}'
+            if isinstance(state, torch.Tensor)
+            else f'a {type(state).__name__}'
+        )
+        raise ValueError(
+            f'the recorded gear table is {kind}, not the 1-D uint8 tensor '
+            'that GearNN writes'
+        )
+    try:
+        record = json.loads(bytes(state.tolist()).decode('utf-8'))
+    except ValueError as err:  # UnicodeDecodeError and JSONDecodeError
+        raise ValueError(
+            f'the recorded gear table is not readable JSON ({err})'
+        ) from None
+    if not isinstance(record, dict) or record.get('format') != (
+        GEAR_TABLE_STATE
+    ):
+        raise ValueError(
+            f'the recorded gear table is not of format {GEAR_TABLE_STATE!r}'
+        )
+    version = record.get('version')
+    if version != GEAR_TABLE_STATE_VERSION:
+        raise ValueError(
+            f'the recorded gear table has format version {version!r}; this '
+            f'version of mmseg_gearnn reads version '
+            f'{GEAR_TABLE_STATE_VERSION} (a newer mmseg_gearnn wrote it?)'
+        )
+    return _checked_table(record.get('gear_table'))
+
+
+def _checked_table(table: Any) -> List[list]:
+    """``table`` as ``[type, level]`` lists, or a ValueError saying what
+    is wrong with it."""
+    if isinstance(table, (list, tuple)):
+        entries = [list(e) for e in table if isinstance(e, (list, tuple))]
+        if len(entries) == len(table) and all(
+            len(e) == 2
+            and isinstance(e[0], str)
+            and (
+                e[1] is None
+                or (
+                    isinstance(e[1], (int, float))
+                    and not isinstance(e[1], bool)
+                )
+            )
+            for e in entries
+        ):
+            return entries
+    raise ValueError(
+        'the recorded gear table is not a list of [type, level] pairs: '
+        f'{table!r}'
+    )
 
 
 def compound_record(components: Sequence) -> dict:

@@ -16,6 +16,10 @@ from toys import tiny_segmentor, write_selection
 
 import mmseg_gearnn  # noqa: F401
 from mmseg_gearnn.distortions import DistortionSpace
+from mmseg_gearnn.distortions.space import (
+    decode_gear_table,
+    encode_gear_table,
+)
 from mmseg_gearnn.models.adaptor_tensors import bn_names
 from mmseg_gearnn.models.gear_bank import GearBank
 
@@ -81,7 +85,9 @@ def test_gear_table_and_map():
 def test_checkpoint_with_permuted_gear_table_loads_into_the_right_gears():
     source = marked(build(ORDER))
     state = source.state_dict()
-    assert state['_extra_state'] == dict(gear_table=source.space.gear_table())
+    assert decode_gear_table(state['_extra_state']) == (
+        source.space.gear_table()
+    )
     model = build(PERMUTED)
     model.load_state_dict(state)
     assert_same_gears(model, source)
@@ -106,6 +112,77 @@ def test_mmengine_checkpoint_file_with_permuted_table(tmp_path):
             assert torch.equal(
                 model.segmentor._forward(x), source.segmentor._forward(x)
             )
+
+
+def test_every_state_dict_value_is_a_tensor():
+    """mmengine broadcasts every value of state_dict() as a tensor when it
+    initialises a distributed run; the gear table is one too."""
+    state = build(ORDER).state_dict()
+    assert '_extra_state' in state
+    others = {k: type(v).__name__ for k, v in state.items()}
+    assert all(isinstance(v, torch.Tensor) for v in state.values()), others
+    table = state['_extra_state']
+    assert table.dtype == torch.uint8 and table.dim() == 1
+
+
+def test_gear_table_encoding_round_trip():
+    table = DistortionSpace(ORDER).gear_table()
+    encoded = encode_gear_table(table)
+    assert decode_gear_table(encoded) == table
+    # Integer levels stay integers, float levels floats, through JSON.
+    assert [type(lv) for _, lv in decode_gear_table(encoded)] == [
+        type(None),
+        int,
+        int,
+        float,
+    ]
+    assert decode_gear_table(None) is None
+    assert decode_gear_table(dict(other=1)) is None
+
+
+def test_checkpoint_with_the_earlier_dict_gear_table_loads(tmp_path):
+    """Checkpoints written while the gear table was a dict still map their
+    gears by (type, level), also through a weights-only file load."""
+    source = marked(build(ORDER))
+    state = source.state_dict()
+    state['_extra_state'] = dict(gear_table=source.space.gear_table())
+    path = str(tmp_path / 'dict_table.pth')
+    torch.save(dict(state_dict=state), path)
+    model = build(PERMUTED)
+    load_checkpoint(model, path, map_location='cpu', strict=True)
+    assert_same_gears(model, source)
+    assert isinstance(model.state_dict()['_extra_state'], torch.Tensor)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    'extra, problem',
+    [
+        ('clean', 'is a str, not the 1-D uint8 tensor'),
+        (torch.zeros(3), 'is a torch.float32 tensor of shape (3,)'),
+        (torch.tensor([255, 0], dtype=torch.uint8), 'not readable JSON'),
+        (
+            torch.tensor(list(b'{"format":"x"}'), dtype=torch.uint8),
+            "not of format 'gearnn.gear_table'",
+        ),
+        (
+            torch.tensor(
+                list(b'{"format":"gearnn.gear_table","version":2}'),
+                dtype=torch.uint8,
+            ),
+            'format version 2; this version of mmseg_gearnn reads version 1',
+        ),
+        (dict(gear_table=[['jpeg']]), 'not a list of [type, level] pairs'),
+    ],
+)
+def test_unreadable_gear_table_is_refused_naming_the_problem(extra, problem):
+    state = build(ORDER).state_dict()
+    state['_extra_state'] = extra
+    model = build(ORDER)
+    with pytest.raises(ValueError) as err:
+        model.load_state_dict(state)
+    assert str(err.value).startswith("the checkpoint's _extra_state: ")
+    assert problem in str(err.value)
 
 
 @pytest.mark.faults

@@ -39,11 +39,7 @@ class SaveRankStateHook(Hook):
         model = runner.model
         if is_model_wrapper(model):
             model = model.module
-        state = {
-            k: v.detach().clone()
-            for k, v in model.state_dict().items()
-            if isinstance(v, torch.Tensor)  # not the gear table
-        }
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.save(
             state, osp.join(runner.work_dir, f'state_rank{runner.rank}.pth')
         )

@@ -8,7 +8,11 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ...distortions.space import format_gears
+from ...distortions.space import (
+    decode_gear_table,
+    encode_gear_table,
+    format_gears,
+)
 from ..adaptor import (
     budget_request,
     check_selected_in_one_process,
@@ -259,10 +263,12 @@ class GearStateMixin:
         return dict(space=self.space.to_dict())
 
     # -- the gear table in checkpoints ---------------------------------------
-    def get_extra_state(self) -> dict:
-        """Saved in every state dict (``_extra_state``): the gear table, so
-        that a load maps gears by (type, level), not by position."""
-        return dict(gear_table=self.space.gear_table())
+    def get_extra_state(self) -> Tensor:
+        """Saved in every state dict (``_extra_state``): the gear table
+        (:func:`~mmseg_gearnn.distortions.space.encode_gear_table`, a
+        tensor like every other value), so that a load maps gears by
+        (type, level), not by position."""
+        return encode_gear_table(self.space.gear_table())
 
     def set_extra_state(self, state) -> None:
         # _map_gear_table (a load pre-hook) has put the gears in this
@@ -275,9 +281,11 @@ class GearStateMixin:
         order (a dumped config sorts them) loads the same gears. Refuses a
         checkpoint whose table lacks a gear of this model, naming both."""
         key = f'{prefix}{_EXTRA_STATE}'
-        extra = state_dict.get(key)
         gears = f'{prefix}gear_bank.gears.'
-        table = extra.get('gear_table') if isinstance(extra, dict) else None
+        try:
+            table = decode_gear_table(state_dict.get(key))
+        except ValueError as err:
+            raise ValueError(f"the checkpoint's {key}: {err}") from None
         state_dict[key] = self.get_extra_state()
         if table is None:
             if self._loading == 'gears':
