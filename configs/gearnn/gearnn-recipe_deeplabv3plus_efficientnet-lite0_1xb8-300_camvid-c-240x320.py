@@ -26,7 +26,7 @@ model = dict(
     space=dict(_delete_=True, **_base_.recipe_gear_space),
     router=dict(
         type='ConfidentGearRouter',
-        threshold=0.5,
+        threshold=1.0,
         clean_gear=_base_.recipe_clean_gear,
     ),
 )
