@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_configs.user_configs import (
+from test_packaging.test_wheel_install import (  # noqa: F401 (fixtures)
+    scratch_python,
+    wheel,
+)
+from user_configs import (
     FAMILIES,
     REPO_ROOT,
     as_cli,
     cityscapes_layout,
     own_project_config,
     run_options,
-)
-from test_packaging.test_wheel_install import (  # noqa: F401 (fixtures)
-    scratch_python,
-    wheel,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
