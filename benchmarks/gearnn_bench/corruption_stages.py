@@ -510,7 +510,7 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 recipe_total_iters=2 * p.stages.iters,
                 note='one gear per batch of 8, drawn uniformly: the '
                 'expected batches per gear; the recipe trains its robust '
-                'base (mixed augmentation, iters) then its gears (iters)',
+                'base (recipe_robust_base, iters) then its gears (iters)',
             ),
             profile=self.profile_name,
             machine=machine(),
