@@ -25,7 +25,12 @@ import os.path as osp
 import sys
 from typing import Dict, List
 
-from gearnn_bench.provenance import RESULTS_DIR, git_commit, machine
+from gearnn_bench.provenance import (
+    RESULTS_DIR,
+    add_allow_dirty,
+    machine,
+    record,
+)
 from mmseg_gearnn.utils import atomic_write
 
 WORK_DIR = osp.join('work_dirs', 'demo')
@@ -42,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--out', default=osp.join(RESULTS_DIR, 'demo_reproducibility.json')
     )
+    add_allow_dirty(parser)
     return parser.parse_args(argv)
 
 
@@ -73,9 +79,12 @@ def read_run(spec: str) -> dict:
     # Paths in the summary are as the demo saw them, from its clone.
     with open(osp.join(clone, summary['selection']['file']), 'rb') as f:
         selected = json.load(f)['selected']
+    # The clone's own commit, and whether it had changes of its own.
+    source = record(osp.join(work_dir, 'summary.json'), repo_dir=clone)
     return dict(
         clone=clone,
-        commit=git_commit(clone),
+        commit=source['commit'],
+        clone_dirty=source['dirty'],
         environment=env or None,
         reproducibility=summary.get('reproducibility'),
         total_s=round(summary['timings_s']['total_s']),
@@ -108,9 +117,11 @@ def spread(runs: List[dict]) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    source = record(args.out, args.allow_dirty)  # before any work
     runs = [read_run(spec) for spec in args.runs]
     result = dict(
         command='python ' + ' '.join(sys.argv if argv is None else argv),
+        **source,
         demo_command='python tools/demo.py --work-dir work_dirs/demo '
         '(make demo), each in its own clean clone',
         machine=machine(),
