@@ -125,9 +125,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--exclude-modules',
         nargs='*',
         metavar='MODULE',
-        help='modules whose tensors are never selected; default: those '
-        'run only for the training loss (auxiliary_head); given without '
-        'names, none',
+        help='modules whose tensors are never selected; modules run only '
+        'for the training loss (auxiliary_head) are never candidates '
+        'whatever this says',
     )
     parser.add_argument(
         '--lr', type=float, default=0.01, help='weight_change SGD lr'
