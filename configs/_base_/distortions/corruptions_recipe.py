@@ -6,43 +6,32 @@
 # leaves a frame unchanged, trained on clean frames (over a robust base it
 # wins back clean accuracy). Evaluated on: all 15 and the 4 held-out
 # corruptions. Types as in ./corruptions_benchmark.py.
+corruption_severities = [1, 2, 3, 4, 5]
+trained_corruptions = [
+    'ic_gaussian_noise',
+    'ic_shot_noise',
+    'ic_impulse_noise',
+    'ic_defocus_blur',
+    'ic_motion_blur',
+    'ic_zoom_blur',
+    'ic_snow',
+    'ic_frost',
+    'ic_fog',
+    'ic_brightness',
+    'ic_contrast',
+    'ic_elastic_transform',
+    'ic_pixelate',
+    'ic_jpeg_compression',
+]
 # The robust base's training space (mixed augmentation): no clean gear.
 corruption_train_space = dict(
-    distortions=dict(
-        ic_gaussian_noise=[1, 2, 3, 4, 5],
-        ic_shot_noise=[1, 2, 3, 4, 5],
-        ic_impulse_noise=[1, 2, 3, 4, 5],
-        ic_defocus_blur=[1, 2, 3, 4, 5],
-        ic_motion_blur=[1, 2, 3, 4, 5],
-        ic_zoom_blur=[1, 2, 3, 4, 5],
-        ic_snow=[1, 2, 3, 4, 5],
-        ic_frost=[1, 2, 3, 4, 5],
-        ic_fog=[1, 2, 3, 4, 5],
-        ic_brightness=[1, 2, 3, 4, 5],
-        ic_contrast=[1, 2, 3, 4, 5],
-        ic_elastic_transform=[1, 2, 3, 4, 5],
-        ic_pixelate=[1, 2, 3, 4, 5],
-        ic_jpeg_compression=[1, 2, 3, 4, 5],
-    ),
+    distortions={name: corruption_severities for name in trained_corruptions},
     snap='error',
 )
 # The recipe's gears' training space: the same and the clean gear's level.
 recipe_train_space = dict(
     distortions=dict(
-        ic_gaussian_noise=[1, 2, 3, 4, 5],
-        ic_shot_noise=[1, 2, 3, 4, 5],
-        ic_impulse_noise=[1, 2, 3, 4, 5],
-        ic_defocus_blur=[1, 2, 3, 4, 5],
-        ic_motion_blur=[1, 2, 3, 4, 5],
-        ic_zoom_blur=[1, 2, 3, 4, 5],
-        ic_snow=[1, 2, 3, 4, 5],
-        ic_frost=[1, 2, 3, 4, 5],
-        ic_fog=[1, 2, 3, 4, 5],
-        ic_brightness=[1, 2, 3, 4, 5],
-        ic_contrast=[1, 2, 3, 4, 5],
-        ic_elastic_transform=[1, 2, 3, 4, 5],
-        ic_pixelate=[1, 2, 3, 4, 5],
-        ic_jpeg_compression=[1, 2, 3, 4, 5],
+        {name: corruption_severities for name in trained_corruptions},
         brightness=[1.0],
     ),
     snap='error',
@@ -51,47 +40,20 @@ recipe_train_space = dict(
 # corruptions (listed at severity 3), gear 15 the clean gear.
 recipe_gear_space = dict(
     distortions=dict(
-        ic_gaussian_noise=[3],
-        ic_shot_noise=[3],
-        ic_impulse_noise=[3],
-        ic_defocus_blur=[3],
-        ic_motion_blur=[3],
-        ic_zoom_blur=[3],
-        ic_snow=[3],
-        ic_frost=[3],
-        ic_fog=[3],
-        ic_brightness=[3],
-        ic_contrast=[3],
-        ic_elastic_transform=[3],
-        ic_pixelate=[3],
-        ic_jpeg_compression=[3],
-        brightness=[1.0],
+        {name: [3] for name in trained_corruptions}, brightness=[1.0]
     ),
     snap='nearest',
 )
 recipe_clean_gear = 15
-# What a trained recipe is tested on: every benchmark and held-out level.
+# What a trained recipe is tested on: every benchmark (glass blur included,
+# in the benchmark's order) and held-out level.
 recipe_eval_space = dict(
-    distortions=dict(
-        ic_gaussian_noise=[1, 2, 3, 4, 5],
-        ic_shot_noise=[1, 2, 3, 4, 5],
-        ic_impulse_noise=[1, 2, 3, 4, 5],
-        ic_defocus_blur=[1, 2, 3, 4, 5],
-        ic_glass_blur=[1, 2, 3, 4, 5],
-        ic_motion_blur=[1, 2, 3, 4, 5],
-        ic_zoom_blur=[1, 2, 3, 4, 5],
-        ic_snow=[1, 2, 3, 4, 5],
-        ic_frost=[1, 2, 3, 4, 5],
-        ic_fog=[1, 2, 3, 4, 5],
-        ic_brightness=[1, 2, 3, 4, 5],
-        ic_contrast=[1, 2, 3, 4, 5],
-        ic_elastic_transform=[1, 2, 3, 4, 5],
-        ic_pixelate=[1, 2, 3, 4, 5],
-        ic_jpeg_compression=[1, 2, 3, 4, 5],
-        ic_speckle_noise=[1, 2, 3, 4, 5],
-        ic_gaussian_blur=[1, 2, 3, 4, 5],
-        ic_spatter=[1, 2, 3, 4, 5],
-        ic_saturate=[1, 2, 3, 4, 5],
-    ),
+    distortions={
+        name: corruption_severities
+        for name in trained_corruptions[:4]
+        + ['ic_glass_blur']
+        + trained_corruptions[4:]
+        + ['ic_speckle_noise', 'ic_gaussian_blur', 'ic_spatter', 'ic_saturate']
+    },
     snap='error',
 )
