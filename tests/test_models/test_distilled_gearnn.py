@@ -129,3 +129,71 @@ def test_weight_zero_is_plain_gearnn_and_bad_settings_are_named():
         build(distill_weight=-1.0)
     with pytest.raises(ValueError, match='temperature'):
         build(temperature=0.0)
+
+
+def clean_inputs(model, data):
+    """The clean copies of ``data`` prepared as the model prepares inputs."""
+    return model.data_preprocessor(
+        dict(
+            inputs=[
+                torch.from_numpy(s.metainfo['clean_img'].transpose(2, 0, 1))
+                for s in data['data_samples']
+            ],
+            data_samples=copy.deepcopy(data['data_samples']),
+        ),
+        False,
+    )['inputs']
+
+
+def saved_teacher(path, num_classes=4, prefix=''):
+    """A plain segmentor of other weights than the base, saved to ``path``
+    (its keys under ``prefix``, as a stability wrapper saves them)."""
+    init_default_scope('mmseg')
+    torch.manual_seed(1)
+    teacher = MODELS.build(
+        ConfigDict(
+            tiny_segmentor(SIZE, num_classes=num_classes, dropout_ratio=0.0)
+        )
+    )
+    teacher.init_weights()
+    state = {prefix + k: v for k, v in teacher.state_dict().items()}
+    torch.save(dict(state_dict=state, meta={}), path)
+    return teacher.eval()
+
+
+@pytest.mark.parametrize('prefix', ['', 'segmentor.'])
+def test_a_teacher_gives_the_target_in_place_of_the_base(tmp_path, prefix):
+    path = str(tmp_path / 'teacher.pth')
+    teacher = saved_teacher(path, prefix=prefix)
+    model = build(teacher_checkpoint=path)
+    data = batch()
+    prepared = model.data_preprocessor(copy.deepcopy(data), True)
+    model.train()
+    target = model.clean_logits(prepared['inputs'], prepared['data_samples'])
+    clean = clean_inputs(model, data)
+    with torch.no_grad():
+        expected = teacher.decode_head.forward(teacher.extract_feat(clean))
+        model.eval()
+        base = model.segmentor.decode_head.forward(
+            model.segmentor.extract_feat(clean)
+        )
+    torch.testing.assert_close(target, expected)
+    assert not torch.allclose(target, base)
+    # the teacher is no part of the model: its checkpoints stay as they were
+    assert set(model.state_dict()) == set(build().state_dict())
+    assert 'loss_distill' in losses_of(model, data)
+
+
+def test_a_teacher_of_another_model_or_no_file_is_named(tmp_path):
+    missing = str(tmp_path / 'none.pth')
+    with pytest.raises(FileNotFoundError, match='none.pth'):
+        losses_of(build(teacher_checkpoint=missing), batch())
+    other = str(tmp_path / 'other.pth')
+    saved_teacher(other, num_classes=7)
+    with pytest.raises(ValueError, match='not a checkpoint of this segmentor'):
+        losses_of(build(teacher_checkpoint=other), batch())
+    # a gear model's checkpoint (its gear bank beside the segmentor)
+    gears = str(tmp_path / 'gears.pth')
+    torch.save(dict(state_dict=build().state_dict()), gears)
+    with pytest.raises(ValueError, match='unexpected'):
+        losses_of(build(teacher_checkpoint=gears), batch())

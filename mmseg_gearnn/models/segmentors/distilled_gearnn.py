@@ -1,15 +1,21 @@
 """GearNN gears trained with dense targets: each gear is pulled towards the
-base's own prediction on the clean frame, beside the label loss."""
+base's own prediction (or a teacher's) on the clean frame, beside the label
+loss."""
 
+import copy
+import os.path as osp
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import torch
+from mmengine.config import ConfigDict
+from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
 from ...distortions.clean_copy import CLEAN_IMG
+from ...utils.checkpoint import load_checkpoint_safely
 from .gearnn import GearNNSegmentor
 from .paired_frames import paired_batch, pixel_kl
 
@@ -46,7 +52,11 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
     where ``x'`` is the distorted frame the gear sees, ``x`` the same frame
     undistorted, ``p_T`` the per-pixel softmax at temperature ``T`` of the
     decode head's logits (at the head's own resolution), and ``base`` the
-    frozen base in inference mode (its BN running statistics, no gear).
+    frozen base in inference mode (its BN running statistics, no gear), or
+    the teacher of ``teacher_checkpoint`` in its place. A teacher serves a
+    robust base (fine-tuned on distortions, which costs it clean
+    accuracy): the clean-trained model's prediction on the clean frame is
+    the better target, for the clean gear above all.
     With a few batches per gear, the dense target gives every pixel a full
     distribution to match, not only its label, and it is defined on
     unlabelled pixels too, so the mean runs over every pixel.
@@ -71,11 +81,20 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
         temperature (float): softmax temperature ``T`` (> 0) of target and
             prediction; the term is scaled by ``T^2`` so that its gradient
             keeps its size across temperatures (Hinton et al., 2015).
+        teacher_checkpoint (str, optional): a checkpoint of the same
+            segmentor (a plain mmseg model's, or a stability-trained
+            wrapper's) whose prediction is the target instead of the
+            base's; read at the first training step, never saved in the
+            model's checkpoints and not needed for inference.
         **kwargs: the arguments of :class:`GearNNSegmentor`.
     """
 
     def __init__(
-        self, distill_weight: float = 1.0, temperature: float = 1.0, **kwargs
+        self,
+        distill_weight: float = 1.0,
+        temperature: float = 1.0,
+        teacher_checkpoint: Optional[str] = None,
+        **kwargs,
     ) -> None:
         if not distill_weight >= 0:
             raise ValueError(
@@ -86,6 +105,13 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
         super().__init__(**kwargs)
         self.distill_weight = float(distill_weight)
         self.temperature = float(temperature)
+        self.teacher_checkpoint = teacher_checkpoint
+        segmentor = ConfigDict(copy.deepcopy(kwargs['segmentor']))
+        segmentor.pop('data_preprocessor', None)
+        self._segmentor_cfg = segmentor
+        # A list, not an attribute: the teacher is no submodule of the
+        # model, so it stays out of its state dict and its checkpoints.
+        self._teacher: List[BaseSegmentor] = []
 
     def call_route(self, route, method: str, *args):
         """:meth:`GearNNSegmentor.call_route`, plus ``loss_distill`` in a
@@ -117,10 +143,46 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
         )
         return losses
 
+    def teacher(self) -> BaseSegmentor:
+        """The frozen teacher of ``teacher_checkpoint``, in inference mode,
+        read once; a checkpoint of another model is an error naming it."""
+        if not self._teacher:
+            path = self.teacher_checkpoint
+            if not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'teacher_checkpoint {path!r} does not exist'
+                )
+            checkpoint = load_checkpoint_safely(path)
+            state = _bare_state(checkpoint.get('state_dict', checkpoint))
+            model = MODELS.build(copy.deepcopy(self._segmentor_cfg))
+            try:
+                missing, unexpected = model.load_state_dict(
+                    state, strict=False
+                )
+            except RuntimeError as err:  # tensors of other shapes
+                raise ValueError(
+                    f'teacher_checkpoint {path!r} is not a checkpoint of '
+                    f'this segmentor: {str(err).splitlines()[-1].strip()}'
+                ) from None
+            if missing or unexpected:
+                raise ValueError(
+                    f'teacher_checkpoint {path!r} is not a checkpoint of '
+                    f'this segmentor (a plain or stability-trained model): '
+                    f'{len(missing)} of its tensors missing (e.g. '
+                    f'{missing[:2]}), {len(unexpected)} unexpected (e.g. '
+                    f'{unexpected[:2]})'
+                )
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self._teacher.append(model)
+        return self._teacher[0]
+
     @torch.no_grad()
     def clean_logits(self, inputs: Tensor, data_samples: SampleList):
-        """The decode head's logits of the base alone, in inference mode,
-        on the clean copies of ``data_samples`` (prepared as ``inputs``)."""
+        """The decode head's logits of the base alone (or the teacher), in
+        inference mode, on the clean copies of ``data_samples`` (prepared
+        as ``inputs``)."""
         clean = paired_batch(
             self.data_preprocessor,
             data_samples,
@@ -129,6 +191,9 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
             copy='clean copy',
             step='KeepCleanCopy right before RandomDistortion',
         )
+        if self.teacher_checkpoint is not None:
+            teacher = self.teacher().to(clean.device)
+            return teacher.decode_head.forward(teacher.extract_feat(clean))
         modes = [(m, m.training) for m in self.segmentor.modules()]
         self.segmentor.eval()
         try:
@@ -139,3 +204,15 @@ class DistilledGearNNSegmentor(GearNNSegmentor):
         finally:
             for module, mode in modes:
                 module.training = mode
+
+
+def _bare_state(state: dict) -> dict:
+    """A checkpoint's tensors with a stability wrapper's ``segmentor.``
+    prefix taken off (a plain mmseg checkpoint has none)."""
+    prefix = 'segmentor.'
+    if any(k.startswith(prefix) for k in state):
+        return {
+            (k[len(prefix) :] if k.startswith(prefix) else k): v
+            for k, v in state.items()
+        }
+    return state
