@@ -1,14 +1,16 @@
 """The recipe on CamVid-C, as cached stages.
 
-``gearnn_recipe``: gears over the robust base (the model fine-tuned by
-mixed augmentation on the trained corruptions, the choice of the 20-level
-benchmark's tuning split), distilled towards that base's prediction on the
-clean frame (``DistilledGearNNSegmentor``), plus a clean gear (the identity
-level of :data:`~.corruption_profile.CLEAN_GEAR_LEVEL`) that clean frames
-run on, to win back clean accuracy. Routing is the ``ConfidentGearRouter``:
-the trained corruptions by their metadata, the others by the distortion
-estimator when it is confident, else the robust base with no gear; its
-threshold is chosen on the tuning split (:mod:`.corruption_routing`).
+``gearnn_recipe``: gears over a robust base (the model fine-tuned on the
+trained corruptions by mixed augmentation or stability training), distilled
+towards a teacher's prediction on the clean frame
+(``DistilledGearNNSegmentor``: the robust base itself, or the clean-trained
+model), plus a clean gear (the identity level of
+:data:`~.corruption_profile.CLEAN_GEAR_LEVEL`) that clean frames run on, to
+win back clean accuracy; base and teacher are chosen on the tuning split.
+Routing is the ``ConfidentGearRouter``: the trained corruptions by their
+metadata, the others by the distortion estimator when it is confident, else
+the robust base with no gear; its threshold is chosen on the tuning split
+(:mod:`.corruption_routing`).
 """
 
 import os.path as osp
@@ -25,6 +27,9 @@ RECIPE = 'gearnn_recipe'
 # The robust bases the recipe can sit on: the reported method whose model
 # it is, and that model's stage name (without a seed suffix).
 ROBUST_BASES = ('mixed_aug', 'stability')
+# Whose clean prediction the gears learn: the robust base's own, or the
+# clean-trained model's (the benchmark's clean base).
+TEACHERS = ('base', 'clean')
 
 
 def seed_options(seed: int) -> dict:
@@ -53,18 +58,28 @@ class RecipeStages:
             estimator=est['file'],
         )
 
-    def recipe_options(self, seed: int = 0) -> dict:
+    def recipe_options(
+        self, seed: int = 0, teacher: str = 'base', clean_model=None
+    ) -> dict:
         """The recipe gear stage's options (trained sweep, its gear table
-        with the clean gear, metadata routing through its router)."""
+        with the clean gear, metadata routing through its router, the
+        clean model ``clean_model`` as teacher if ``teacher='clean'``)."""
         from .corruption_stages import CLEAN_GEAR_KEY, MAPPING_KEY, SWEEP_KEY
 
-        return {
+        if teacher not in TEACHERS:
+            raise ValueError(
+                f'unknown teacher {teacher!r}; choose from {TEACHERS}'
+            )
+        options = {
             SWEEP_KEY: 'trained',
             MAPPING_KEY: self.corruption_profile.gear_mappings[0],
             CLEAN_GEAR_KEY: True,
             'model.router': self.recipe_router(0.0),
             **seed_options(seed),
         }
+        if teacher == 'clean':
+            options['model.teacher_checkpoint'] = osp.abspath(clean_model)
+        return options
 
     def robust_base(
         self,
@@ -96,10 +111,13 @@ class RecipeStages:
         self.fine_tuned(name, key, base, options, split)
         return self.fine_tuned_checkpoint(name, split)
 
-    def recipe_name(self, robust: str = 'mixed_aug', seed: int = 0) -> str:
+    def recipe_name(
+        self, robust: str = 'mixed_aug', seed: int = 0, teacher: str = 'base'
+    ) -> str:
         """The stage name of the recipe's gears over ``robust``."""
         on = '' if robust == 'mixed_aug' else f'_on_{robust}'
-        return RECIPE + on + seed_suffix(seed)
+        taught = '' if teacher == 'base' else f'_{teacher}_teacher'
+        return RECIPE + on + taught + seed_suffix(seed)
 
     def recipe_gears(
         self,
@@ -108,15 +126,17 @@ class RecipeStages:
         split: str = 'val',
         robust: str = 'mixed_aug',
         robust_split: Optional[str] = None,
+        teacher: str = 'base',
     ):
-        """Stage ``gearnn_recipe[_on_{robust}][_seedN]``: the recipe's gears
-        trained over the robust base (trained for ``robust_split``, default
-        ``split``), evaluated on the trained sweep (clean frames on the
+        """Stage ``gearnn_recipe[_on_{robust}][_{teacher}_teacher][_seedN]``:
+        the recipe's gears trained over the robust base (trained for
+        ``robust_split``, default ``split``) towards ``teacher``'s clean
+        prediction, evaluated on the trained sweep (clean frames on the
         clean gear) of ``split``; returns (entry, checkpoint, options)."""
         ckpt = self.robust_base(base, seed, robust_split or split, robust)
         suffix = seed_suffix(seed)
-        name = self.recipe_name(robust, seed)
-        options = self.recipe_options(seed)
+        name = self.recipe_name(robust, seed, teacher)
+        options = self.recipe_options(seed, teacher, base)
         robust_sha256 = file_fingerprint(ckpt)['sha256']
         prefix = 'on_mixed_aug' if robust == 'mixed_aug' else f'on_{robust}'
         picked = self.recipe_selection(ckpt, robust_sha256, prefix + suffix)
@@ -181,16 +201,17 @@ class RecipeStages:
         )
 
     def recipe(self, base: str, seed: int = 0):
-        """The recipe of ``seed`` over the robust base chosen on the tuning
-        split (:meth:`choose_robust_base`): ``(entry, held, routing)`` with
-        ``held`` the untrained sweep under the chosen threshold;
-        ``routing`` holds the threshold's choice, the held-out sweep
-        without fallback, the robust base's choice and the stage names."""
+        """The recipe of ``seed`` over the robust base and teacher chosen
+        on the tuning split (:meth:`choose_robust_base`): ``(entry, held,
+        routing)`` with ``held`` the untrained sweep under the chosen
+        threshold; ``routing`` holds the threshold's choice, the held-out
+        sweep without fallback, the robust base's choice and the stage
+        names."""
         robust = self.choose_robust_base(base)
         entry, ckpt, options = self.recipe_gears(
-            base, seed, robust=robust['robust']
+            base, seed, robust=robust['robust'], teacher=robust['teacher']
         )
-        name = self.recipe_name(robust['robust'], seed)
+        name = self.recipe_name(robust['robust'], seed, robust['teacher'])
         no_fallback = self.recipe_untrained(name, ckpt, options, 0.0)
         choice = self.routing_threshold(name, ckpt, options)
         held = self.recipe_untrained(name, ckpt, options, choice['threshold'])
@@ -206,41 +227,49 @@ class RecipeStages:
         )
 
     def choose_robust_base(self, base: str) -> dict:
-        """The robust base of the recipe, chosen on the tuning split: for
-        each of :data:`ROBUST_BASES`, the recipe's gears (seed 0) trained
-        over that model (trained on ``train_fit`` as for val) and evaluated
-        on the tuning split's trained sweep; the higher mean wins (ties:
-        the first)."""
+        """The robust base and teacher of the recipe, chosen on the tuning
+        split: for each of :data:`ROBUST_BASES` x :data:`TEACHERS`, the
+        recipe's gears (seed 0) trained over that model (trained on
+        ``train_fit`` as for val) and evaluated on the tuning split's
+        trained sweep; the higher mean wins (ties: the first)."""
         from .corruption_stages import SWEEP_KEY
 
-        means = {}
+        means, candidates = {}, []
         for robust in ROBUST_BASES:
-            ckpt = self.robust_base(base, 0, 'val', robust)
-            name = self.recipe_name(robust)
-            if robust == 'mixed_aug':
-                # The val run's gears, evaluated on the tuning split.
-                entry, gears, options = self.recipe_gears(base)
-                entry = self.evaluated(
-                    f'{name}_eval',
-                    'gearnn_distill',
-                    gears,
-                    dict(options, **{SWEEP_KEY: 'trained'}),
-                    'tune',
+            for teacher in TEACHERS:
+                if robust == 'mixed_aug' and teacher == 'base':
+                    # The val run's gears, evaluated on the tuning split.
+                    entry, gears, options = self.recipe_gears(base)
+                    entry = self.evaluated(
+                        f'{self.recipe_name(robust)}_eval',
+                        'gearnn_distill',
+                        gears,
+                        dict(options, **{SWEEP_KEY: 'trained'}),
+                        'tune',
+                    )
+                else:
+                    entry = self.recipe_gears(
+                        base,
+                        split='tune',
+                        robust=robust,
+                        robust_split='val',
+                        teacher=teacher,
+                    )[0]
+                key = robust if teacher == 'base' else f'{robust}, {teacher}'
+                candidates.append((key, robust, teacher))
+                means[key] = dict(
+                    tune_mean=round(entry['mean_miou'], 2),
+                    tune_clean=round(entry['clean_miou'], 2),
                 )
-            else:
-                entry = self.recipe_gears(
-                    base, split='tune', robust=robust, robust_split='val'
-                )[0]
-            means[robust] = dict(
-                tune_mean=round(entry['mean_miou'], 2),
-                tune_clean=round(entry['clean_miou'], 2),
-            )
-            del ckpt
-        best = max(ROBUST_BASES, key=lambda r: means[r]['tune_mean'])
+        key, robust, teacher = max(
+            candidates, key=lambda c: means[c[0]]['tune_mean']
+        )
         return dict(
-            robust=best,
+            robust=robust,
+            teacher=teacher,
             candidates=means,
-            rule='gears over each robust base (seed 0), mean mIoU over the '
+            rule='gears over each robust base, distilled from it or from '
+            'the clean model ("clean"; seed 0), mean mIoU over the '
             'trained corruptions x severities on the tuning split',
         )
 
@@ -270,4 +299,10 @@ class RecipeStages:
         )
 
 
-__all__ = ['RECIPE', 'RecipeStages', 'seed_options', 'seed_suffix']
+__all__ = [
+    'RECIPE',
+    'RecipeStages',
+    'TEACHERS',
+    'seed_options',
+    'seed_suffix',
+]

@@ -320,7 +320,8 @@ def _recipe_lines(results: dict) -> list:
             '',
             "## The recipe's robust base",
             '',
-            f'{robust["robust"]}, chosen on the tuning split ('
+            f'{robust["robust"]}, teacher '
+            f'{robust.get("teacher", "base")}, chosen on the tuning split ('
             f'{robust["rule"]}): '
             + ', '.join(
                 f'{r} {c["tune_mean"]:.2f} (clean {c["tune_clean"]:.2f})'
