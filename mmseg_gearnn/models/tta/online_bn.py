@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import (
@@ -87,9 +87,15 @@ class OnlineBNSegmentor(TestTimeAdaptedSegmentor):
     that sees a single value per channel (the image-pooling branch of an
     ASPP head at batch 1) keeps its running statistics in both modes.
 
+    Over a ``GearNNSegmentor``, each frame runs on its routed gear and the
+    statistics adapt on top of it, one set per route (see
+    :class:`TestTimeAdaptedSegmentor`): with a momentum, each gear's
+    running statistics follow the frames routed to it.
+
     Args:
-        segmentor (dict): config of the wrapped mmseg segmentor; it needs a
-            BatchNorm layer with running statistics.
+        segmentor (dict): config of the wrapped mmseg segmentor (a
+            ``GearNNSegmentor`` included); it needs a BatchNorm layer with
+            running statistics.
         momentum (float, optional): ``None`` for the current batch's
             statistics only, else the weight in (0, 1] of each batch in the
             running statistics.
@@ -119,7 +125,7 @@ class OnlineBNSegmentor(TestTimeAdaptedSegmentor):
         )
         self.momentum = None if momentum is None else float(momentum)
         self.bn_layers = batchnorm_layers(
-            self.segmentor,
+            self.adapted_model,
             type(self).__name__,
             'BatchNorm running statistics',
             lambda m: m.track_running_stats,
@@ -133,11 +139,11 @@ class OnlineBNSegmentor(TestTimeAdaptedSegmentor):
         ]
 
     def _adapt_and_predict(
-        self, inputs: Tensor, data_samples: OptSampleList
+        self, model: nn.Module, inputs: Tensor, data_samples: OptSampleList
     ) -> SampleList:
         if self.momentum is None:
             statistics = batch_statistics(self.bn_layers)
         else:
             statistics = moving_statistics(self.bn_layers, self.momentum)
         with statistics:
-            return self.segmentor.predict(inputs, data_samples)
+            return model.predict(inputs, data_samples)

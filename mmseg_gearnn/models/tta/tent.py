@@ -2,14 +2,15 @@
 entropy minimisation over the BatchNorm affine parameters, online."""
 
 import copy
-from typing import List
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.registry import OPTIMIZERS
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, OptSampleList, SampleList
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..gear_bank import Route
 from .base import TestTimeAdaptedSegmentor, batch_statistics, batchnorm_layers
 
 
@@ -66,9 +67,14 @@ class TentSegmentor(TestTimeAdaptedSegmentor):
     ``cfgs/tent.yaml``): Adam, lr 1e-3, betas (0.9, 0.999), no weight
     decay, one step per batch, online (not episodic).
 
+    Over a ``GearNNSegmentor``, each frame runs on its routed gear and
+    TENT adapts the BN weights and biases on top of it, one set (and one
+    optimizer) per route (see :class:`TestTimeAdaptedSegmentor`).
+
     Args:
-        segmentor (dict): config of the wrapped mmseg segmentor; it needs a
-            BatchNorm layer with a weight and bias.
+        segmentor (dict): config of the wrapped mmseg segmentor (a
+            ``GearNNSegmentor`` included); it needs a BatchNorm layer with
+            a weight and bias.
         optimizer (dict): config of a torch optimizer (mmengine's
             ``OPTIMIZERS`` registry) without ``params``.
         steps (int): optimizer steps per batch (>= 1).
@@ -105,12 +111,15 @@ class TentSegmentor(TestTimeAdaptedSegmentor):
         self.steps = steps
         self.optimizer_cfg = copy.deepcopy(dict(optimizer))
         self.bn_layers = batchnorm_layers(
-            self.segmentor,
+            self.adapted_model,
             type(self).__name__,
             'the weights and biases of BatchNorm layers',
             lambda m: m.affine,
         )
         self._optimizer = self._build_optimizer()
+        # Over GearNN: each route's optimizer (its moments follow the
+        # route's own adapted weights and biases).
+        self._route_optimizers: Dict[Route, torch.optim.Optimizer] = {}
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         return OPTIMIZERS.build(
@@ -122,23 +131,38 @@ class TentSegmentor(TestTimeAdaptedSegmentor):
 
     def reset(self) -> None:
         """Returns the BN weights and biases to their source values and
-        starts a fresh optimizer."""
+        starts a fresh optimizer (over GearNN: for every route)."""
         super().reset()
         self._optimizer = self._build_optimizer()
+        self._route_optimizers = {}
 
     def _forget_source(self, *args) -> None:
         super()._forget_source()
         self._optimizer = self._build_optimizer()
+        self._route_optimizers = {}
+
+    def _enter_route(self, route: Optional[Route]) -> None:
+        """Over GearNN, the route's optimizer (a fresh one when episodic)."""
+        if route is None:
+            return
+        if self.episodic:
+            self._optimizer = self._build_optimizer()
+            return
+        if route not in self._route_optimizers:
+            self._route_optimizers[route] = self._build_optimizer()
+        self._optimizer = self._route_optimizers[route]
 
     def _adapt_and_predict(
-        self, inputs: Tensor, data_samples: OptSampleList
+        self, model: nn.Module, inputs: Tensor, data_samples: OptSampleList
     ) -> SampleList:
         with batch_statistics(self.bn_layers):
-            self._adapt(inputs, image_metas(inputs, data_samples))
+            self._adapt(model, inputs, image_metas(inputs, data_samples))
             with torch.no_grad():
-                return self.segmentor.predict(inputs, data_samples)
+                return model.predict(inputs, data_samples)
 
-    def _adapt(self, inputs: Tensor, batch_img_metas: List[dict]) -> None:
+    def _adapt(
+        self, model: nn.Module, inputs: Tensor, batch_img_metas: List[dict]
+    ) -> None:
         """``steps`` optimizer steps on the batch's mean pixel entropy, in
         the BN mode the caller set."""
         if torch.is_inference_mode_enabled():
@@ -154,7 +178,7 @@ class TentSegmentor(TestTimeAdaptedSegmentor):
                     p.requires_grad_(True)
                 for _ in range(self.steps):
                     entropy = mean_pixel_entropy(
-                        self.segmentor.encode_decode(inputs, batch_img_metas)
+                        model.encode_decode(inputs, batch_img_metas)
                     )
                     # Gradients of the BN parameters only: nothing else
                     # accumulates a .grad or is computed for. Layers off
