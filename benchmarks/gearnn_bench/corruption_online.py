@@ -1,0 +1,225 @@
+"""A gear plus label-free online adaptation on CamVid-C: the recipe's
+optional candidate, as cached stages.
+
+Each frame runs on the gear its router picks, and on top of that gear
+online BN (BN on each test batch's statistics) or TENT (entropy steps on
+the BN weights and biases, carried along the stream) adapts, one adapted
+state per gear (``OnlineBNSegmentor`` / ``TentSegmentor`` over the
+recipe's ``DistilledGearNNSegmentor``, see
+:class:`mmseg_gearnn.models.tta.TestTimeAdaptedSegmentor`).
+
+Stage ``{recipe}_online_{adaptation}@tune``: the recipe's gears over the
+robust base, trained for the tuning split (the stage
+``{recipe}@tune`` of :meth:`~.corruption_recipe.RecipeStages.recipe_gears`),
+evaluated on the tuning split's trained sweep under ``adaptation``;
+``none`` evaluates the plain gears in the same run, for the per-frame cost.
+"""
+
+import copy
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+from mmseg.registry import MODELS
+
+from .corruption_recipe import ROBUST_BASES
+
+#: Config key a stage's options may set: the online adaptation over the
+#: gear model (read, and removed, by :meth:`OnlineStages.adjust`).
+ONLINE_KEY = 'corruption_online'
+#: The candidates: the wrapper config each puts over the gear model
+#: (None: the plain gears). The TTA rivals' settings: online BN on each
+#: batch's statistics (``momentum=None``) or a moving estimate, TENT with
+#: its authors' defaults (Adam, lr 1e-3, one step per batch, online).
+ADAPTATIONS: Dict[str, Optional[dict]] = {
+    'none': None,
+    'online_bn': dict(type='OnlineBNSegmentor', momentum=None),
+    'online_bn_m0.1': dict(type='OnlineBNSegmentor', momentum=0.1),
+    'tent': dict(type='TentSegmentor'),
+}
+
+
+def check_adaptation(name: str) -> Optional[dict]:
+    """The wrapper config of adaptation ``name``; a clear error else."""
+    if name not in ADAPTATIONS:
+        raise ValueError(
+            f'unknown online adaptation {name!r}; choose from '
+            f'{sorted(ADAPTATIONS)}'
+        )
+    return copy.deepcopy(ADAPTATIONS[name])
+
+
+def online_model(model: dict, adaptation: Optional[dict]) -> dict:
+    """The model config ``model`` (a gear model) wrapped by the online
+    adaptation ``adaptation`` (as in :data:`ADAPTATIONS`; None: as is)."""
+    if adaptation is None:
+        return model
+    return dict(copy.deepcopy(adaptation), segmentor=model)
+
+
+class OnlineStages:
+    """The candidate's stages, mixed into ``CorruptionStages`` before it
+    (its ``adjust`` puts the gear table in place first, then wraps)."""
+
+    def adjust(self, cfg: Config, split_frames=None) -> Config:
+        adaptation = cfg.pop(ONLINE_KEY, None)
+        cfg = super().adjust(cfg, split_frames)
+        if adaptation is not None:
+            cfg.model = online_model(cfg.model, adaptation)
+        return cfg
+
+    def online_name(self, adaptation: str, robust: str) -> str:
+        return f'{self.recipe_name(robust)}_online_{adaptation}'
+
+    def recipe_online(
+        self,
+        base: str,
+        adaptation: str,
+        robust: str = 'stability',
+        split: str = 'tune',
+    ) -> dict:
+        """Stage ``{recipe}_online_{adaptation}[@split]``: the recipe's
+        gears over ``robust`` (trained for ``split``, the robust base for
+        val as the tuning split's choice does) under ``adaptation``, on
+        the trained sweep of ``split``. The gears' stages are reused,
+        never trained here (:func:`cached_only`)."""
+        from .corruption_stages import SWEEP_KEY
+
+        wrapper = check_adaptation(adaptation)
+        if robust not in ROBUST_BASES:
+            raise ValueError(
+                f'unknown robust base {robust!r}; choose from {ROBUST_BASES}'
+            )
+        with cached_only(self.cache):
+            _, ckpt, options = self.recipe_gears(
+                base, split=split, robust=robust, robust_split='val'
+            )
+        options = dict(options, **{SWEEP_KEY: 'trained'})
+        if wrapper is not None:
+            options[ONLINE_KEY] = wrapper
+        return self.evaluated(
+            self.online_name(adaptation, robust),
+            'gearnn_distill',
+            ckpt,
+            options,
+            split,
+        )
+
+    def online_cost(
+        self,
+        base: str,
+        adaptations: List[str],
+        robust: str = 'stability',
+        split: str = 'tune',
+        rounds: int = 6,
+    ) -> dict:
+        """Model-only cost per frame of each adaptation over the gears,
+        against the plain gears in the same process: ``predict`` of one
+        batch of the sweep (the first corrupted condition, on its gear),
+        each round timing a pair (adapted, plain) in alternating order;
+        the median over rounds of the CPU-time ratio (as
+        ``benchmarks/tta_cost.py``)."""
+        from .corruption_stages import SWEEP_KEY
+
+        init_default_scope('mmseg')
+        with cached_only(self.cache):
+            _, ckpt, options = self.recipe_gears(
+                base, split=split, robust=robust, robust_split='val'
+            )
+        options = dict(options, **{SWEEP_KEY: 'trained'})
+        stage_dir = f'{self.work_dir}/{self.online_name("cost", robust)}'
+        models = {}
+        for name in ['none'] + [a for a in adaptations if a != 'none']:
+            wrapper = check_adaptation(name)
+            opts = dict(options)
+            if wrapper is not None:
+                opts[ONLINE_KEY] = wrapper
+            cfg = self._cfg('gearnn_distill', stage_dir, None, opts, split)
+            model = MODELS.build(cfg.model)
+            load_checkpoint(model, ckpt, map_location='cpu', strict=True)
+            models[name] = model.eval()
+        loader = Runner.build_dataloader(cfg.test_dataloader)
+        batches = iter(loader)
+        next(batches)  # the clean frames
+        data = models['none'].data_preprocessor(next(batches), False)
+
+        def predict(name):
+            wall, cpu = time.perf_counter(), time.process_time()
+            with torch.no_grad():
+                models[name].predict(data['inputs'], data['data_samples'])
+            return time.perf_counter() - wall, time.process_time() - cpu
+
+        frames = data['inputs'].shape[0]
+        for name in models:  # warm-up
+            predict(name)
+        result = dict(
+            threads=torch.get_num_threads(),
+            batch=frames,
+            rounds=rounds,
+            methods={},
+        )
+        plain_all = []
+        for name in models:
+            if name == 'none':
+                continue
+            pairs = []
+            for i in range(rounds):
+                if i % 2:
+                    pairs.append((predict(name), predict('none')))
+                else:
+                    plain = predict('none')
+                    pairs.append((predict(name), plain))
+            plain_all += [p for _, p in pairs]
+            ratios = sorted(a[1] / p[1] for a, p in pairs)
+            result['methods'][name] = dict(
+                cpu_s_per_frame=round(
+                    statistics.median(a[1] for a, _ in pairs) / frames, 4
+                ),
+                ratio_to_plain_gear=round(statistics.median(ratios), 3),
+                ratio_min=round(ratios[0], 3),
+                ratio_max=round(ratios[-1], 3),
+            )
+        if plain_all:
+            result['plain_gear_cpu_s_per_frame'] = round(
+                statistics.median(p[1] for p in plain_all) / frames, 4
+            )
+        return result
+
+
+@contextmanager
+def cached_only(cache) -> Iterator[None]:
+    """Within it, a stage of ``cache`` that would run (not cached with
+    these inputs) is refused: the candidate reuses the recipe's trained
+    gears and never trains them again."""
+    run = cache.run
+
+    def reuse(stage, inputs, fn):
+        def refuse(stage_dir):
+            raise RuntimeError(
+                f'stage {stage} is not cached with these inputs in '
+                f'{cache.work_dir}: run the CamVid-C benchmark (the recipe '
+                'on the tuning split) there first'
+            )
+
+        return run(stage, inputs, refuse)
+
+    cache.run = reuse  # shadows the method on this instance
+    try:
+        yield
+    finally:
+        del cache.run
+
+
+__all__ = [
+    'ADAPTATIONS',
+    'ONLINE_KEY',
+    'OnlineStages',
+    'cached_only',
+    'check_adaptation',
+    'online_model',
+]
