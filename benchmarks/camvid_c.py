@@ -6,8 +6,9 @@
 
 Every method (clean, mixed augmentation, stability training, per-corruption
 BN, online BN, TENT, GearNN, and the recipe: distilled gears and a clean
-gear over the mixed-augmentation model, routed by the ConfidentGearRouter
-whose threshold leave-one-corruption-out chooses on the tuning split)
+gear over a robust model, distilled from it or from the clean model (both
+chosen on the tuning split), routed by the ConfidentGearRouter whose
+threshold leave-one-corruption-out chooses on the tuning split)
 starts from one clean base (given, or trained
 on the ``train_fit`` frames), trains on those frames under the 15
 benchmark corruptions of ``imagecorruptions`` and is evaluated on the
