@@ -372,6 +372,12 @@ def test_quick_run_end_to_end(camvid_root, tmp_path):
         'held_out_mean_no_fallback',
     ):
         assert key in results
+    # the recipe: robust base and teacher chosen among all four pairs
+    robust = results['recipe_robust_base']
+    assert len(robust['candidates']) == 4
+    assert (robust['robust'], robust['teacher']) in {
+        (r, t) for r in ('mixed_aug', 'stability') for t in ('base', 'clean')
+    }
     # the recipe: its clean gear too, routing with its chosen threshold
     assert results['per_gear_batches']['gearnn_recipe']['gears'] == 2 + 1
     routing = results['routing']
