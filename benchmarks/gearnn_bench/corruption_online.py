@@ -16,6 +16,7 @@ evaluated on the tuning split's trained sweep under ``adaptation``;
 """
 
 import copy
+import os.path as osp
 import statistics
 import time
 from contextlib import contextmanager
@@ -27,6 +28,12 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
+from .corruption_intervals import (
+    AREAS_FILE,
+    bootstrap,
+    interval,
+    load_frame_areas,
+)
 from .corruption_recipe import ROBUST_BASES
 
 #: Config key a stage's options may set: the online adaptation over the
@@ -109,6 +116,39 @@ class OnlineStages:
             options,
             split,
         )
+
+    def online_margins(
+        self,
+        adaptations: List[str],
+        robust: str = 'stability',
+        split: str = 'tune',
+        draws: int = 1000,
+    ) -> dict:
+        """Each adaptation's margin over the plain gears (stage ``none``)
+        in mean mIoU over the trained corruptions x severities and in
+        clean mIoU, with its 95% bootstrap interval over the evaluated
+        frames (paired: the same frames drawn for both)."""
+        from .stages import stage_name
+
+        names = ['none'] + [a for a in adaptations if a != 'none']
+        runs = {}
+        for name in names:
+            stage = stage_name(self.online_name(name, robust), split)
+            eval_dir = 'eval' if split == 'val' else f'eval_{split}'
+            path = osp.join(self.work_dir, stage, eval_dir, AREAS_FILE)
+            runs[name] = [load_frame_areas([path])]
+        p = self.corruption_profile
+        values = bootstrap(runs, p.trained, (), draws=draws)
+        margins = {}
+        for name in names[1:]:
+            margins[name] = {}
+            for measure, key in (('mPC', 'mean'), ('P', 'clean')):
+                diff = values[name][measure] - values['none'][measure]
+                margins[name][key] = dict(
+                    value=round(float(diff[0]), 2),
+                    interval=list(interval(diff)),
+                )
+        return dict(draws=draws, frames='paired bootstrap', margins=margins)
 
     def online_cost(
         self,
