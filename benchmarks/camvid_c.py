@@ -26,6 +26,7 @@ import shlex
 import sys
 from dataclasses import replace
 
+from gearnn_bench.corruption_online import OPTIONAL_METHODS
 from gearnn_bench.corruption_profile import resolve_corruption_profile
 from gearnn_bench.corruption_report import evaluate_goals, write_results
 from gearnn_bench.corruption_stages import CorruptionStages
@@ -60,6 +61,15 @@ def parse_args(argv=None):
         'write no results: a share of a run that another process can run '
         'beside it on the same work dir; a run without --methods reuses '
         'them',
+    )
+    parser.add_argument(
+        '--optional-methods',
+        nargs='+',
+        default=[],
+        choices=OPTIONAL_METHODS,
+        help='also run these methods, which a run skips by default '
+        '(recipe_online_bn: the recipe with online BN statistics on top '
+        'of its gears, momentum 0.1, one set per gear)',
     )
     parser.add_argument(
         '--per-severity-gears',
@@ -122,6 +132,7 @@ def main(argv=None):
         profile,
         profile_name=name,
         base_checkpoint=args.base_checkpoint,
+        optional_methods=args.optional_methods,
     )
     if args.prepare_frames:
         stages.prepare()

@@ -32,17 +32,13 @@ import time
 import torch
 from mmengine.registry import init_default_scope
 
-from gearnn_bench.corruption_online import ADAPTATIONS, OnlineStages
+from gearnn_bench.corruption_online import ADAPTATIONS
 from gearnn_bench.corruption_profile import resolve_corruption_profile
 from gearnn_bench.corruption_recipe import ROBUST_BASES
 from gearnn_bench.corruption_stages import CorruptionStages
 from gearnn_bench.provenance import add_allow_dirty, machine, record
 from mmseg_gearnn.utils import atomic_write
 from mmseg_gearnn.utils.console import keep_warnings_in, quiet_console
-
-
-class OnlineCorruptionStages(OnlineStages, CorruptionStages):
-    """The CamVid-C stages with the online candidate's."""
 
 
 def parse_args(argv=None):
@@ -104,7 +100,7 @@ def main(argv=None):
     if args.reuse:
         link_stages(args.reuse, args.work_dir)
     name, profile = resolve_corruption_profile(args.profile)
-    stages = OnlineCorruptionStages(
+    stages = CorruptionStages(
         args.data_root,
         args.work_dir,
         profile,

@@ -30,7 +30,7 @@ place (:meth:`CorruptionStages.adjust`): training on the train split's
 import json
 import os.path as osp
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import mmcv
 import numpy as np
@@ -49,6 +49,13 @@ from .corruption_cache import (
     library_version,
 )
 from .corruption_intervals import AREAS_FILE, bootstrap, load_frame_areas
+from .corruption_online import (
+    ONLINE_KEY,
+    ONLINE_METHOD,
+    OPTIONAL_METHODS,
+    OnlineStages,
+    online_model,
+)
 from .corruption_profile import CorruptionProfile, gear_count
 from .corruption_recipe import RECIPE, RecipeStages, seed_options, seed_suffix
 from .corruption_report import merge_seeds, method_entry, run_choices
@@ -102,7 +109,9 @@ def _set_space_of(pipeline, names, space, **extra) -> None:
             step.update(extra)
 
 
-class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
+class CorruptionStages(
+    OnlineStages, RecipeStages, RoutingStages, BenchmarkStages
+):
     """The cached stages of the CamVid-C comparison.
 
     Args:
@@ -123,6 +132,7 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
         profile_name: str = 'custom',
         base_checkpoint: Optional[str] = None,
         configs: Optional[Dict[str, str]] = None,
+        optional_methods: Sequence[str] = (),
     ) -> None:
         super().__init__(
             data_root,
@@ -141,6 +151,8 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 self.data_root, osp.join(work_dir, 'splits')
             )
         self.frames_dir = osp.abspath(osp.join(work_dir, 'frames'))
+        # Methods of OPTIONAL_METHODS that run() includes.
+        self.optional_methods = tuple(optional_methods)
 
     # -- configs ----------------------------------------------------------
 
@@ -149,6 +161,7 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
         a stage's config (see the module docstring)."""
         p = self.corruption_profile
         sweep = cfg.pop(SWEEP_KEY, 'all')
+        online = cfg.pop(ONLINE_KEY, None)
         mapping = cfg.pop(MAPPING_KEY, p.gear_mappings[0])
         clean_gear = cfg.pop(CLEAN_GEAR_KEY, False)
         train_space = p.train_space(clean_gear)
@@ -198,6 +211,8 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 dataset = cfg[key].dataset
                 dataset = dataset.get('dataset', dataset)
                 dataset['indices'] = list(split_frames)
+        if online is not None:  # online adaptation over the gear model
+            cfg.model = online_model(cfg.model, online)
         return cfg
 
     def _cfg(self, key, stage_dir, iters, options=None, split=SPLIT) -> Config:
@@ -396,6 +411,10 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
                 base, s
             )
             runners[f'stability_seed{seed}'] = lambda s=seed: stability(s)
+        for seed in p.seeds:
+            runners[ONLINE_METHOD + seed_suffix(seed)] = lambda s=seed: (
+                self.recipe_with_online(base, s)
+            )
         return runners
 
     def run_methods(self, names) -> Dict[str, tuple]:
@@ -429,6 +448,11 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
         runners = self.runners(base)
         reports: Dict[str, tuple] = {}
         for name, runner in runners.items():
+            method = name.split('_seed')[0]
+            if method in OPTIONAL_METHODS and (
+                method not in self.optional_methods
+            ):
+                continue
             reports[name] = self._progress(name, runner)
             self._write_partial(reports)
         mappings = {}
@@ -543,8 +567,11 @@ class CorruptionStages(RecipeStages, RoutingStages, BenchmarkStages):
             stages['stability' + suffix] = [
                 f'stability_alpha{p.alpha:g}' + suffix
             ]
-            if RECIPE + suffix in reports:
-                stages[RECIPE + suffix] = reports[RECIPE + suffix][2]['stages']
+            for method in (RECIPE, ONLINE_METHOD):
+                if method + suffix in reports:
+                    stages[method + suffix] = reports[method + suffix][2][
+                        'stages'
+                    ]
         runs: Dict[str, list] = {}
         for name, names in stages.items():
             if name not in reports:
