@@ -1,9 +1,11 @@
 # Step 2 of the CamVid-C recipe (benchmarks/camvid_c.py: gearnn_recipe):
 # one gear per training corruption and a clean gear over the robust base of
-# step 1 (./stability_..._camvid-c-240x320.py: stability training, which
-# beat mixed augmentation as the gears' base on the tuning split), each
-# distilled towards that base's prediction on the clean frame
-# (DistilledGearNNSegmentor). Routing: ConfidentGearRouter: the metadata
+# step 1 (./mixed_..._camvid-c-240x320.py: mixed augmentation, which with
+# the clean model as teacher beat stability training as the gears' base on
+# the tuning split, benchmarks/results/camvid_c.json: recipe_robust_base),
+# each distilled towards the clean model's prediction on the clean frame
+# (DistilledGearNNSegmentor, model.teacher_checkpoint; without it, towards
+# the robust base's own). Routing: ConfidentGearRouter: the metadata
 # where it names a corruption of the table, else the distortion estimator's
 # gear when its probability reaches the threshold, else no gear (the robust
 # base); clean frames on the clean gear. The threshold is the benchmark's
@@ -12,7 +14,8 @@
 #   python tools/select_params.py <this file> --checkpoint ROBUST.pth \
 #       --method fisher --budget 0.002 --out work_dirs/recipe_c/selection.json
 #   python tools/train.py <this file> --cfg-options load_from=ROBUST.pth \
-#       model.adaptor=work_dirs/recipe_c/selection.json
+#       model.adaptor=work_dirs/recipe_c/selection.json \
+#       model.teacher_checkpoint=CLEAN.pth
 # At inference on corruptions no gear knows, give the router an estimator
 # of the table without the clean gear: model.router.estimator=EST.pth.
 _base_ = [

@@ -2,6 +2,7 @@
 cache, results entries and goals on hand-made inputs, the corruption
 metrics of the robustness report, and ``--quick`` end to end on CamVid."""
 
+import copy
 import json
 import os
 import subprocess
@@ -483,6 +484,15 @@ def test_recipe_config_trains_a_step_on_a_toy(camvid_root, tmp_path):
     cfg.model.segmentor = tiny
     cfg.model.data_preprocessor = tiny['data_preprocessor']
     cfg.model.adaptor = 'bn'
+    # the teacher of the recipe's step 2: a clean model of the same kind
+    from mmseg.registry import MODELS
+
+    init_default_scope('mmseg')
+    teacher = MODELS.build(copy.deepcopy(tiny))
+    cfg.model.teacher_checkpoint = str(tmp_path / 'clean.pth')
+    torch.save(
+        dict(state_dict=teacher.state_dict()), str(tmp_path / 'clean.pth')
+    )
     cfg.work_dir = str(tmp_path)
     cfg.train_dataloader.batch_size = 2
     cfg.train_dataloader.num_workers = 0
@@ -500,6 +510,10 @@ def test_recipe_config_trains_a_step_on_a_toy(camvid_root, tmp_path):
     optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
     losses = model.train_step(batch, optim_wrapper)
     assert torch.isfinite(losses['loss_distill'])
+    taught = model.teacher().state_dict()  # the clean model's, read
+    assert all(
+        torch.equal(v, taught[k]) for k, v in teacher.state_dict().items()
+    )
     moved = [
         g
         for g, tensors in before.items()
