@@ -34,7 +34,7 @@ from mmengine.registry import init_default_scope
 
 from gearnn_bench.corruption_online import ADAPTATIONS
 from gearnn_bench.corruption_profile import resolve_corruption_profile
-from gearnn_bench.corruption_recipe import ROBUST_BASES
+from gearnn_bench.corruption_recipe import ROBUST_BASES, TEACHERS
 from gearnn_bench.corruption_stages import CorruptionStages
 from gearnn_bench.provenance import add_allow_dirty, machine, record
 from mmseg_gearnn.utils import atomic_write
@@ -66,6 +66,13 @@ def parse_args(argv=None):
         choices=[a for a in ADAPTATIONS if a != 'none'],
     )
     parser.add_argument('--robust', default='stability', choices=ROBUST_BASES)
+    parser.add_argument(
+        '--teacher',
+        default='base',
+        choices=TEACHERS,
+        help="the gears' distillation teacher: the robust base or the "
+        'clean model',
+    )
     parser.add_argument(
         '--cost-rounds',
         type=int,
@@ -113,7 +120,7 @@ def main(argv=None):
     for adaptation in ['none'] + list(args.adaptations):
         begin = time.time()
         entries[adaptation] = stages.recipe_online(
-            base, adaptation, robust=args.robust
+            base, adaptation, robust=args.robust, teacher=args.teacher
         )
         print(
             f'[camvid-c-online] {adaptation}: tune mean '
@@ -126,13 +133,22 @@ def main(argv=None):
     cost = None
     if args.cost_rounds:
         cost = stages.online_cost(
-            base, list(args.adaptations), args.robust, rounds=args.cost_rounds
+            base,
+            list(args.adaptations),
+            args.robust,
+            rounds=args.cost_rounds,
+            teacher=args.teacher,
         )
-    margins = stages.online_margins(list(args.adaptations), args.robust)
+    margins = stages.online_margins(
+        list(args.adaptations), args.robust, teacher=args.teacher
+    )
     methods = {}
     for adaptation, entry in entries.items():
         methods[adaptation] = dict(
-            stage=stages.online_name(adaptation, args.robust) + '@tune',
+            stage=stages.online_name(
+                adaptation, args.robust, teacher=args.teacher
+            )
+            + '@tune',
             tune_mean=round(entry['mean_miou'], 2),
             tune_clean=round(entry['clean_miou'], 2),
             margin_mean=round(entry['mean_miou'] - plain['mean_miou'], 2),
@@ -156,6 +172,7 @@ def main(argv=None):
         split='tune',
         tune_frames=list(profile.tune_images),
         robust_base=args.robust,
+        teacher=args.teacher,
         methods=methods,
         model_cost=cost,
         stages=dict(stages.cache.stages),

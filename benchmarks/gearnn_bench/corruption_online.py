@@ -86,10 +86,17 @@ class OnlineStages:
     ``adjust`` puts the gear table in place, then wraps the gear model as
     the options' :data:`ONLINE_KEY` asks)."""
 
-    def online_name(self, adaptation: str, robust: str, seed: int = 0):
-        """The stage name of the recipe's gears over ``robust`` plus
-        ``adaptation``."""
-        return f'{self.recipe_name(robust, seed)}_plus_{adaptation}'
+    def online_name(
+        self,
+        adaptation: str,
+        robust: str,
+        seed: int = 0,
+        teacher: str = 'base',
+    ) -> str:
+        """The stage name of the recipe's gears over ``robust`` (distilled
+        from ``teacher``) plus ``adaptation``."""
+        name = self.recipe_name(robust, seed, teacher)
+        return f'{name}_plus_{adaptation}'
 
     def recipe_online(
         self,
@@ -97,12 +104,14 @@ class OnlineStages:
         adaptation: str,
         robust: str = 'stability',
         split: str = 'tune',
+        teacher: str = 'base',
     ) -> dict:
         """Stage ``{recipe}_plus_{adaptation}[@split]``: the recipe's
-        gears over ``robust`` (trained for ``split``, the robust base for
-        val as the tuning split's choice does) under ``adaptation``, on
-        the trained sweep of ``split``. The gears' stages are reused,
-        never trained here (:func:`cached_only`)."""
+        gears over ``robust``, distilled from ``teacher`` (trained for
+        ``split``, the robust base for val as the tuning split's choice
+        does) under ``adaptation``, on the trained sweep of ``split``. The
+        gears' stages are reused, never trained here
+        (:func:`cached_only`)."""
         from .corruption_stages import SWEEP_KEY
 
         wrapper = check_adaptation(adaptation)
@@ -112,13 +121,17 @@ class OnlineStages:
             )
         with cached_only(self.cache):
             _, ckpt, options = self.recipe_gears(
-                base, split=split, robust=robust, robust_split='val'
+                base,
+                split=split,
+                robust=robust,
+                robust_split='val',
+                teacher=teacher,
             )
         options = dict(options, **{SWEEP_KEY: 'trained'})
         if wrapper is not None:
             options[ONLINE_KEY] = wrapper
         return self.evaluated(
-            self.online_name(adaptation, robust),
+            self.online_name(adaptation, robust, teacher=teacher),
             'gearnn_distill',
             ckpt,
             options,
@@ -138,10 +151,13 @@ class OnlineStages:
         wrapper = check_adaptation(adaptation)
         routing = self.recipe(base, seed)[2]
         robust = routing['robust_base']['robust']
+        teacher = routing['robust_base'].get('teacher', 'base')
         threshold = routing['choice']['threshold']
-        _, ckpt, options = self.recipe_gears(base, seed, robust=robust)
+        _, ckpt, options = self.recipe_gears(
+            base, seed, robust=robust, teacher=teacher
+        )
         options = dict(options, **{ONLINE_KEY: wrapper})
-        name = self.online_name(adaptation, robust, seed)
+        name = self.online_name(adaptation, robust, seed, teacher)
         entry = self.evaluated(
             name,
             'gearnn_distill',
@@ -156,6 +172,7 @@ class OnlineStages:
                 adaptation=adaptation,
                 threshold=threshold,
                 robust_base=robust,
+                teacher=teacher,
                 stages=[name, f'{name}_t{threshold:g}_untrained'],
             ),
         )
@@ -166,6 +183,7 @@ class OnlineStages:
         robust: str = 'stability',
         split: str = 'tune',
         draws: int = 1000,
+        teacher: str = 'base',
     ) -> dict:
         """Each adaptation's margin over the plain gears (stage ``none``)
         in mean mIoU over the trained corruptions x severities and in
@@ -176,7 +194,9 @@ class OnlineStages:
         names = ['none'] + [a for a in adaptations if a != 'none']
         runs = {}
         for name in names:
-            stage = stage_name(self.online_name(name, robust), split)
+            stage = stage_name(
+                self.online_name(name, robust, teacher=teacher), split
+            )
             eval_dir = 'eval' if split == 'val' else f'eval_{split}'
             path = osp.join(self.work_dir, stage, eval_dir, AREAS_FILE)
             runs[name] = [load_frame_areas([path])]
@@ -200,6 +220,7 @@ class OnlineStages:
         robust: str = 'stability',
         split: str = 'tune',
         rounds: int = 6,
+        teacher: str = 'base',
     ) -> dict:
         """Model-only cost per frame of each adaptation over the gears,
         against the plain gears in the same process: ``predict`` of one
@@ -212,10 +233,15 @@ class OnlineStages:
         init_default_scope('mmseg')
         with cached_only(self.cache):
             _, ckpt, options = self.recipe_gears(
-                base, split=split, robust=robust, robust_split='val'
+                base,
+                split=split,
+                robust=robust,
+                robust_split='val',
+                teacher=teacher,
             )
         options = dict(options, **{SWEEP_KEY: 'trained'})
-        stage_dir = f'{self.work_dir}/{self.online_name("cost", robust)}'
+        name = self.online_name('cost', robust, teacher=teacher)
+        stage_dir = osp.join(self.work_dir, name)
         models = {}
         for name in ['none'] + [a for a in adaptations if a != 'none']:
             wrapper = check_adaptation(name)
