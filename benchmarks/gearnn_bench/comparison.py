@@ -19,6 +19,10 @@ online_bn, tent      label-free test-time adaptation of the base
 gearnn_distill, ...  gear recipe candidates
 ===================  =================================================
 
+Every evaluation on val keeps each frame's class areas, from which the
+goals' 95% bootstrap intervals over val frames are drawn (seeds averaged
+on each draw; :mod:`.goals`).
+
 With a tuning profile (``profile.tune``) every method trains on the
 fitting part of ``train``; each method's grid is tried on the tuning part
 (:mod:`.tuning`), the best point's model is reported on val, and a seeded
@@ -31,7 +35,8 @@ Call flow of :meth:`CamVidBenchmark.run`::
                     ├─ val: the best point's model, evaluated
                     └─ per other seed: _run(best point, seed, split val)
                ─> budget curve (selected_gears per scoring and budget)
-               ─> results dict (tuning, candidates) ─> goals
+               ─> results dict (tuning, candidates)
+               ─> bootstrap draws over val frames ─> goals
 """
 
 import os.path as osp
@@ -42,6 +47,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.registry import init_default_scope
 
+from .corruption_intervals import (
+    CLEAN_GROUP,
+    bootstrap_measures,
+    distortion_measures,
+    load_frame_areas,
+)
 from .goals import evaluate_goals
 from .methods import METHODS, RECIPE, Method, check_methods, with_bases
 from .provenance import git_commit, machine
@@ -49,6 +60,9 @@ from .stages import SPLIT, STAGE_CONFIGS, TUNE_SPLIT, BenchmarkStages
 from .tuning import grid_points, point_label
 
 CURVE_FIELDS = ('mean_miou', 'clean_miou', 'adaptor_fraction')
+# The goals' bootstrap intervals over val frames.
+INTERVAL_LEVEL = 0.95
+INTERVAL_DRAWS = 1000
 
 
 def seed_summary(entries: Sequence[dict]) -> dict:
@@ -97,12 +111,15 @@ class CamVidBenchmark(BenchmarkStages):
             profile,
             base_checkpoint,
             required_configs={*STAGE_CONFIGS, *(m.config for m in methods)},
+            frame_areas=True,
         )
         if self.profile.methods is not None:
             methods = with_bases(self.profile.methods, methods)
         self.methods = tuple(methods)
         # method -> grid, tuning-split mean per point, chosen point.
         self.tuning: Dict[str, dict] = {}
+        # results name -> its val stage of each seed (frame areas).
+        self.val_stages: Dict[str, List[str]] = {}
 
     def _options(self, method: Method, point=None, seed: int = 0) -> dict:
         options = dict(method.options)
@@ -223,13 +240,16 @@ class CamVidBenchmark(BenchmarkStages):
             )
         seeds = self.profile.seeds if method.seeded else (0,)
         per_seed = {name: [entry] for name, (_, entry) in runs.items()}
+        stages = {name: [stage] for name, (stage, _) in runs.items()}
         for seed in seeds:
             if seed == 0:
                 continue
-            for name, (_, entry) in self._run(
+            for name, (stage, entry) in self._run(
                 method, checkpoints, point, seed, SPLIT
             ).items():
                 per_seed[name].append(entry)
+                stages[name].append(stage)
+        self.val_stages.update(stages)
         entries = {}
         for name, seeded in per_seed.items():
             entries[name] = seed_summary(seeded)
@@ -321,6 +341,36 @@ class CamVidBenchmark(BenchmarkStages):
             split=TUNE_SPLIT, table=table, winner=winner, shipped=RECIPE
         )
 
+    def frame_draws(self, names) -> Tuple[Dict[str, dict], dict]:
+        """The bootstrap draws over val frames of each method of ``names``
+        (clean and mean mIoU, seeds averaged), from its evaluations' frame
+        areas, and what they are (level, draws, frames, the methods left
+        out for lack of frame areas)."""
+        runs, missing = {}, []
+        for name in names:
+            stages = self.val_stages.get(name, [])
+            files = [self.frame_areas_file(s) for s in stages]
+            if not files or not all(osp.isfile(f) for f in files):
+                missing.append(name)
+                continue
+            runs[name] = [load_frame_areas([f]) for f in files]
+        about = dict(
+            level=INTERVAL_LEVEL,
+            draws=INTERVAL_DRAWS,
+            over='val frames, paired across methods; seeds averaged on '
+            'each draw',
+            frames=None,
+            without_frame_areas=missing,
+        )
+        if not runs:
+            return {}, about
+        first = next(iter(runs.values()))[0]
+        about['frames'] = len(first.get(CLEAN_GROUP, {}))
+        draws = bootstrap_measures(
+            runs, distortion_measures, draws=INTERVAL_DRAWS
+        )
+        return draws, about
+
     def run(self, command: str = '', repo_dir: str = '.') -> dict:
         """Run every stage (reusing cached ones) and return the results."""
         init_default_scope('mmseg')
@@ -330,6 +380,7 @@ class CamVidBenchmark(BenchmarkStages):
         base = self.train_base()
         checkpoints = dict(base=base)
         self.tuning = {}
+        self.val_stages = {}
         methods: Dict[str, dict] = {}
         for method in self.methods:
             if method.only_if and not getattr(profile, method.only_if):
@@ -337,6 +388,7 @@ class CamVidBenchmark(BenchmarkStages):
             methods.update(self.run_method(method, checkpoints))
         if RECIPE in methods:
             methods['gearnn_recipe'] = dict(methods[RECIPE], recipe_of=RECIPE)
+            self.val_stages['gearnn_recipe'] = self.val_stages[RECIPE]
         curve = self.budget_curve(base, methods)
         results = dict(
             command=command,
@@ -359,5 +411,6 @@ class CamVidBenchmark(BenchmarkStages):
             budget_curve=curve,
             stages=dict(self.cache.stages),
         )
-        results['goals'] = evaluate_goals(results)
+        draws, results['intervals'] = self.frame_draws(methods)
+        results['goals'] = evaluate_goals(results, draws=draws)
         return results

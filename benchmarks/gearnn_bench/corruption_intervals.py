@@ -1,22 +1,26 @@
 """Noise you can read: each frame's class areas kept at evaluation, and
-bootstrap intervals over frames of the CamVid-C measures and margins.
+bootstrap intervals over frames of the benchmarks' measures and margins.
 
 :class:`FrameAreasHook` writes ``frame_areas.npz`` beside an evaluation's
-report: per evaluated sample its frame, its (corruption, severity) group
-and its four class-area vectors (intersection, union, prediction, label),
-from which the mIoU of any subset of frames is exact.
+report: per evaluated sample its frame, its distortion group (``clean``
+or ``'{type}|{level}'``: a CamVid-C (corruption, severity) or a 20-level
+(type, level)) and its four class-area vectors (intersection, union,
+prediction, label), from which the mIoU of any subset of frames is exact.
 
-:func:`bootstrap` draws frames with replacement (the same draws for every
-method and condition: paired), recomputes each method's P, mPC and
-held-out mean from the summed areas of the drawn frames, and returns the
-2.5 / 97.5 percentiles of any measure or margin between two methods. A
-method run with several seeds counts as the mean of its seeds on each
-draw. The frames of a test-time adaptation stream are treated as
-independent (its adaptation order is not resampled).
+:func:`bootstrap_measures` draws frames with replacement (the same draws
+for every method and group: paired), recomputes each group's mIoU from
+the summed areas of the drawn frames and each method's measures from
+those (:func:`corruption_measures`: CamVid-C's P, mPC, rPC and held-out
+mean; :func:`distortion_measures`: the 20-level benchmark's clean and
+mean mIoU); :func:`interval` gives the 2.5 / 97.5 percentiles of any
+measure or margin between two methods. A method run with several seeds
+counts as the mean of its seeds on each draw. The frames of a test-time
+adaptation stream are treated as independent (its adaptation order is
+not resampled).
 """
 
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.hooks import Hook
@@ -28,6 +32,9 @@ from mmseg_gearnn.evaluation.metrics import DistortionIoUMetric
 
 AREAS_FILE = 'frame_areas.npz'
 CLEAN_GROUP = 'clean'
+
+# ``{group: mIoU per draw (B,)}`` -> ``{measure: value per draw (B,)}``.
+Measures = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
 
 @HOOKS.register_module()
@@ -83,6 +90,20 @@ class FrameAreasHook(Hook):
         self._rows = []
 
 
+def add_frame_areas_hook(cfg) -> None:
+    """Add :class:`FrameAreasHook` to ``cfg``'s custom hooks (once), with
+    the test evaluator's ignored label."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if any(h.get('type') == FrameAreasHook.__name__ for h in hooks):
+        return
+    evaluator = cfg.get('test_evaluator') or {}
+    ignore_index = 255
+    if isinstance(evaluator, dict):
+        ignore_index = evaluator.get('ignore_index', 255)
+    hooks.append(dict(type=FrameAreasHook.__name__, ignore_index=ignore_index))
+    cfg.custom_hooks = hooks
+
+
 def load_frame_areas(paths: Sequence[str]) -> Dict[str, Dict[str, np.ndarray]]:
     """``{group: {frame: areas (4, C)}}`` merged from ``frame_areas.npz``
     files (a gear model's trained and untrained sweeps; the first file's
@@ -128,48 +149,83 @@ class FrameTable:
                 )
             self.groups[group] = np.stack([per_frame[f] for f in frames])
 
-    def measures(
-        self, weights: np.ndarray, benchmark: Sequence[str], held_out
-    ) -> Dict[str, np.ndarray]:
-        """P, mPC, rPC and held_out_mean for each row of frame ``weights``
-        ``(B, F)`` (how often each frame is drawn)."""
-        miou = {
+    def group_miou(self, weights: np.ndarray) -> Dict[str, np.ndarray]:
+        """Each group's mIoU for each row of frame ``weights`` ``(B, F)``
+        (how often each frame is drawn)."""
+        return {
             g: _miou(np.einsum('bf,fkc->bkc', weights, a))
             for g, a in self.groups.items()
         }
 
-        def mean_of(corruptions):
-            cells = [
-                v
-                for g, v in miou.items()
-                if g != CLEAN_GROUP
-                and corruption_of(g.split('|')[0]) in corruptions
-            ]
-            if not cells:
-                return np.full(weights.shape[0], np.nan)
-            return np.nanmean(np.stack(cells), axis=0)
 
-        p = miou.get(CLEAN_GROUP, np.full(weights.shape[0], np.nan))
-        mpc = mean_of(set(benchmark))
+def _mean_of_groups(miou: Dict[str, np.ndarray], keep) -> np.ndarray:
+    """The mean over the distorted groups whose type ``keep`` accepts
+    (NaN where none is)."""
+    cells = [
+        v
+        for g, v in miou.items()
+        if g != CLEAN_GROUP and keep(g.split('|')[0])
+    ]
+    if not cells:
+        draws = len(next(iter(miou.values())))
+        return np.full(draws, np.nan)
+    return np.nanmean(np.stack(cells), axis=0)
+
+
+def corruption_measures(
+    benchmark: Sequence[str], held_out: Sequence[str]
+) -> Measures:
+    """CamVid-C's measures: P (clean), mPC (mean over the ``benchmark``
+    corruptions and severities), rPC (mPC / P) and held_out_mean (over
+    the ``held_out`` corruptions)."""
+    benchmark, held_out = set(benchmark), set(held_out)
+
+    def measures(miou):
+        p = miou.get(CLEAN_GROUP)
+        if p is None:
+            p = np.full(len(next(iter(miou.values()))), np.nan)
+        mpc = _mean_of_groups(miou, lambda t: corruption_of(t) in benchmark)
         return dict(
-            P=p, mPC=mpc, rPC=mpc / p, held_out_mean=mean_of(set(held_out))
+            P=p,
+            mPC=mpc,
+            rPC=mpc / p,
+            held_out_mean=_mean_of_groups(
+                miou, lambda t: corruption_of(t) in held_out
+            ),
         )
 
+    return measures
 
-def bootstrap(
+
+def distortion_measures(miou: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The 20-level benchmark's measures, named as its results entries:
+    ``clean_miou`` (the clean frames) and ``mean_miou`` (the mean over
+    every distorted (type, level), each weighing the same, as
+    ``mean_distorted`` of the evaluation report)."""
+    clean = miou.get(CLEAN_GROUP)
+    if clean is None:
+        clean = np.full(len(next(iter(miou.values()))), np.nan)
+    return dict(
+        clean_miou=clean, mean_miou=_mean_of_groups(miou, lambda t: True)
+    )
+
+
+def bootstrap_measures(
     runs: Dict[str, List[Dict[str, Dict[str, np.ndarray]]]],
-    benchmark: Sequence[str],
-    held_out: Sequence[str],
+    measures: Measures,
     draws: int = 1000,
     seed: int = 0,
 ) -> Dict[str, Dict[str, np.ndarray]]:
-    """Each method's measures on ``draws`` resamples of the frames.
+    """Each method's ``measures`` on ``draws`` resamples of the frames.
 
     Args:
-        runs (dict): ``{method: [areas of each seed]}``.
-        benchmark (Sequence[str]): the corruptions of mPC.
-        held_out (Sequence[str]): the corruptions of the held-out mean.
+        runs (dict): ``{method: [areas of each seed]}``
+            (:func:`load_frame_areas`).
+        measures (Callable): from each group's mIoU per draw to each
+            measure per draw (:func:`corruption_measures`,
+            :func:`distortion_measures`).
         draws (int): bootstrap resamples; row 0 is the frames as measured.
+        seed (int): seeds the draws.
 
     Returns:
         dict: ``{method: {measure: (draws,) array}}``, the mean over seeds.
@@ -195,13 +251,27 @@ def bootstrap(
     out = {}
     for name, seeds in runs.items():
         per_seed = [
-            FrameTable(a, frames).measures(weights, benchmark, held_out)
-            for a in seeds
+            measures(FrameTable(a, frames).group_miou(weights)) for a in seeds
         ]
         out[name] = {
             k: np.mean([m[k] for m in per_seed], axis=0) for k in per_seed[0]
         }
     return out
+
+
+def bootstrap(
+    runs: Dict[str, List[Dict[str, Dict[str, np.ndarray]]]],
+    benchmark: Sequence[str],
+    held_out: Sequence[str],
+    draws: int = 1000,
+    seed: int = 0,
+) -> Dict[str, Dict[str, np.ndarray]]:
+    """CamVid-C's measures (:func:`corruption_measures` of ``benchmark``
+    and ``held_out``) on ``draws`` resamples of the frames: see
+    :func:`bootstrap_measures`."""
+    return bootstrap_measures(
+        runs, corruption_measures(benchmark, held_out), draws, seed
+    )
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> Tuple[float, float]:

@@ -40,6 +40,37 @@ def _spread(entry: dict) -> str:
     return f'± {entry["mean_miou_std"]:.2f} ({len(seeds)} seeds)'
 
 
+def _interval(goal: dict) -> str:
+    bounds = goal.get('interval')
+    if bounds is None:
+        return '-'
+    return f'[{bounds[0]:.4g}, {bounds[1]:.4g}]'
+
+
+def interval_lines(about: Optional[dict]) -> List[str]:
+    """What the goals' intervals are, and the methods without one."""
+    if not about:
+        return []
+    lines = [
+        f'A goal between two methods is met only when its '
+        f'{about["level"]:.0%} bootstrap interval over {about["over"]} '
+        f'({about["draws"]} draws, {about["frames"]} frames) lies on the '
+        "target's side: its lower end reaches the target (for `<=`, its "
+        "upper end); short by how far that end is. `seeds` is the seeds' "
+        'noise (twice the larger spread over seeds), for reading only.',
+        '',
+    ]
+    if about.get('without_frame_areas'):
+        lines[-1:] = [
+            '',
+            '- no interval (evaluations without frame areas): '
+            + ', '.join(f'`{m}`' for m in about['without_frame_areas'])
+            + '; their goals are judged on the value',
+            '',
+        ]
+    return lines
+
+
 def _noise(goal: dict) -> str:
     if goal.get('within_noise') is None:
         return '-' if 'within_noise' not in goal else 'one seed'
@@ -221,13 +252,15 @@ def results_markdown(results: dict, png: Optional[str] = None) -> str:
         '',
         '## Goals',
         '',
-        '| goal | measured | target | met | short by | seeds |',
-        '| --- | ---: | ---: | --- | ---: | --- |',
+        *interval_lines(results.get('intervals')),
+        '| goal | measured | 95% interval | target | met | short by | seeds |',
+        '| --- | ---: | --- | ---: | --- | ---: | --- |',
     ]
     for g in results['goals']:
         lines.append(
-            f'| {g["goal"]} | {g["value"]:.4g} | {g["compare"]} '
-            f'{g["target"]:g} | {"yes" if g["met"] else "no"} '
+            f'| {g["goal"]} | {g["value"]:.4g} | {_interval(g)} '
+            f'| {g["compare"]} {g["target"]:g} '
+            f'| {"yes" if g["met"] else "no"} '
             f'| {g["short_by"]:.4g} | {_noise(g)} |'
         )
     return '\n'.join(lines) + '\n'

@@ -13,6 +13,11 @@ A stage trains or evaluates one model from the shared clean base:
 ``selected_gears`` ``select`` then ``gears``
 =================  ===================================================
 
+An evaluation on ``val`` may also keep each frame's class areas
+(``frame_areas=True``: ``<stage>/eval/frame_areas.npz``, see
+:mod:`.corruption_intervals`), from which the goals' bootstrap intervals
+over frames are drawn.
+
 Each stage keeps its result in ``work_dir/<stage>/result.json`` together
 with what it depended on (data, base, profile, and its config as loaded,
 bases included), so a second run resumes where the first stopped and
@@ -40,6 +45,7 @@ from mmseg_gearnn.selection import (
 from mmseg_gearnn.utils import atomic_write
 
 from .cache import StageCache
+from .corruption_intervals import AREAS_FILE, add_frame_areas_hook
 from .profiles import resolve_profile
 from .stage_config import profiled_config, set_splits, stage_config
 from .tuning import split_files
@@ -82,6 +88,10 @@ class BenchmarkStages:
         base_checkpoint (str, optional): a trained base to use instead of
             training one.
         required_configs (Iterable[str]): keys ``configs`` must hold.
+        frame_areas (bool): every evaluation on ``val`` also keeps each
+            frame's class areas (:meth:`frame_areas_file`); its stages
+            record it among their inputs, so that a stage cached without
+            them runs again.
     """
 
     def __init__(
@@ -92,7 +102,9 @@ class BenchmarkStages:
         profile='full',
         base_checkpoint: Optional[str] = None,
         required_configs: Iterable[str] = STAGE_CONFIGS,
+        frame_areas: bool = False,
     ) -> None:
+        self.frame_areas = frame_areas
         self.data_root = osp.abspath(data_root)
         for sub in ('train', 'trainannot', SPLIT, SPLIT + 'annot'):
             if not osp.isdir(osp.join(self.data_root, sub)):
@@ -183,6 +195,17 @@ class BenchmarkStages:
         )
         inputs.update(extra)
         return inputs
+
+    def _evaluation_inputs(self, split: str) -> dict:
+        """What an evaluating stage on ``split`` adds to its inputs: the
+        split off ``val``, the frame areas kept on ``val``."""
+        if split != SPLIT:
+            return dict(split=split)
+        return dict(frame_areas=AREAS_FILE) if self.frame_areas else {}
+
+    def frame_areas_file(self, stage: str) -> str:
+        """The frame areas of stage ``stage``'s evaluation on ``val``."""
+        return osp.join(self.work_dir, stage, 'eval', AREAS_FILE)
 
     def _split_inputs(self) -> dict:
         """The fitting frames a training stage reads, when the profile
@@ -288,6 +311,8 @@ class BenchmarkStages:
         cfg = self._cfg(
             key, osp.join(stage_dir, eval_dir), None, options, split
         )
+        if self.frame_areas and split == SPLIT:
+            add_frame_areas_hook(cfg)
         start = time.time()
         report, model = evaluate_levels(
             cfg, checkpoint, cfg.work_dir, return_model=True
@@ -352,8 +377,7 @@ class BenchmarkStages:
             inputs['checkpoint'] = file_fingerprint(checkpoint)['sha256']
         if options:
             inputs['options'] = options
-        if split != SPLIT:
-            inputs['split'] = split
+        inputs.update(self._evaluation_inputs(split))
         return self.cache.run(
             stage_name(name, split),
             inputs,
@@ -372,8 +396,7 @@ class BenchmarkStages:
             options=options,
             config=self._config_digest(key, options),
         )
-        if split != SPLIT:
-            inputs['split'] = split
+        inputs.update(self._evaluation_inputs(split))
         return self.cache.run(stage_name(name, split), inputs, run)
 
     def _trained_and_evaluated(self, key, base, options, split):
@@ -427,7 +450,7 @@ class BenchmarkStages:
                 entry['selection'] = selection
             return entry
 
-        extra = {} if split == SPLIT else dict(split=split)
+        extra = self._evaluation_inputs(split)
         return self.cache.run(
             stage_name(name, split),
             self._inputs(
