@@ -333,11 +333,18 @@ class CorruptionStages(
 
     # -- the comparison --------------------------------------------------
 
-    def gear_method(self, name: str, base: str, mapping: str, adaptor):
-        """Gears of ``adaptor`` ('bn' or 'fisher') under ``mapping``: the
-        entry of the trained corruptions (metadata routing) and that of
-        the untrained ones (estimator routing)."""
-        options = {SWEEP_KEY: 'trained', MAPPING_KEY: mapping}
+    def gear_method(
+        self, name: str, base: str, mapping: str, adaptor, seed: int = 0
+    ):
+        """Gears of ``adaptor`` ('bn' or 'fisher', selected on the base)
+        under ``mapping``, trained with ``seed``: the entry of the trained
+        corruptions (metadata routing) and that of the untrained ones
+        (estimator routing)."""
+        options = {
+            SWEEP_KEY: 'trained',
+            MAPPING_KEY: mapping,
+            **seed_options(seed),
+        }
         selection = None
         if adaptor == 'fisher':
             picked = self.select('fisher', self.profile.budget, base)
@@ -411,6 +418,12 @@ class CorruptionStages(
                 base, s
             )
             runners[f'stability_seed{seed}'] = lambda s=seed: stability(s)
+            for method, adaptor in (('gearnn', 'fisher'), ('bn_stats', 'bn')):
+                runners[f'{method}_seed{seed}'] = (
+                    lambda s=seed, m=method, a=adaptor: self.gear_method(
+                        m + seed_suffix(s), base, mapping, a, s
+                    )
+                )
         for seed in p.seeds:
             runners[ONLINE_METHOD + seed_suffix(seed)] = lambda s=seed: (
                 self.recipe_with_online(base, s)
@@ -556,8 +569,6 @@ class CorruptionStages(
             'clean': ['clean'],
             'tent': ['tent'],
             'online_bn': ['online_bn'],
-            'gearnn': ['gearnn', 'gearnn_untrained'],
-            'bn_stats': ['bn_stats', 'bn_stats_untrained'],
         }
         for m in p.gear_mappings[1:]:
             stages[f'gearnn_{m}'] = [f'gearnn_{m}', f'gearnn_{m}_untrained']
@@ -567,6 +578,11 @@ class CorruptionStages(
             stages['stability' + suffix] = [
                 f'stability_alpha{p.alpha:g}' + suffix
             ]
+            for method in ('gearnn', 'bn_stats'):
+                stages[method + suffix] = [
+                    method + suffix,
+                    f'{method}{suffix}_untrained',
+                ]
             for method in (RECIPE, ONLINE_METHOD):
                 if method + suffix in reports:
                     stages[method + suffix] = reports[method + suffix][2][

@@ -533,3 +533,21 @@ def test_recipe_config_trains_a_step_on_a_toy(camvid_root, tmp_path):
     assert model.router.metadata_route(sample) == 0
     decided = model.router.decide(torch.zeros(1, 3, 64, 80), [sample], None)
     assert decided == [(cfg.model.router.clean_gear, 'metadata')]
+
+
+def test_every_trained_method_runs_each_seed(camvid_root, tmp_path):
+    """With seeds 0-2, every method that trains (the single models, the
+    recipe, the paper's gears and per-corruption BN) has a runner per
+    seed; the label-free ones (TENT, online BN) and the clean model one."""
+    from gearnn_bench.corruption_profile import resolve_corruption_profile
+    from gearnn_bench.corruption_stages import CorruptionStages
+
+    _, profile = resolve_corruption_profile('quick', seeds=(0, 1, 2))
+    stages = CorruptionStages(str(camvid_root), str(tmp_path), profile)
+    names = set(stages.runners('base.pth'))
+    for method in ('mixed_aug', 'stability', 'gearnn_recipe', 'gearnn'):
+        assert {f'{method}_seed1', f'{method}_seed2'} <= names, method
+    assert {'bn_stats_seed1', 'bn_stats_seed2'} <= names
+    assert not any(
+        n.startswith(('tent_', 'online_bn_', 'clean_')) for n in names
+    )
