@@ -8,8 +8,8 @@ class areas (``frame_areas.npz``, :mod:`.corruption_intervals`), on the
 averaged on each draw): met only when the interval's near end reaches the
 target (its lower end for ``>=`` and ``>``, its upper end for ``<=``), so
 outside the interval; short by how far that end is from the target.
-Without frame areas the value alone decides. Each such goal also gives
-the seeds' noise (twice the larger of the two methods' spreads over
+Without frame areas the value alone decides. A margin of mean mIoU also
+gives the seeds' noise (twice the larger of the two methods' spreads over
 seeds, ``mean_miou_std``) and whether its value lies within it, for
 reading only.
 """
@@ -227,18 +227,19 @@ def evaluate_goal(
         compare=goal.compare,
         target=goal.target,
     )
-    if goal.measure in DRAWN:
+    if goal.measure == 'margin':
+        # The seeds' spread is of the mean mIoU: a margin's noise only.
         noise = seed_noise(results['methods'], goal.method, goal.other)
+        measured.update(
+            noise=None if noise is None else round(noise, 4),
+            within_noise=None if noise is None else bool(abs(value) < noise),
+        )
+    if goal.measure in DRAWN:
         bounds = None
         if draws and goal.method in draws and goal.other in draws:
             drawn = DRAWN[goal.measure](draws, goal.method, goal.other)
             bounds = list(interval(drawn))
-        measured.update(
-            interval=bounds,
-            met_by_value=met,
-            noise=None if noise is None else round(noise, 4),
-            within_noise=None if noise is None else bool(abs(value) < noise),
-        )
+        measured.update(interval=bounds, met_by_value=met)
         if bounds is not None:
             # The interval's end nearer the target's side decides.
             near = bounds[1] if goal.compare == '<=' else bounds[0]

@@ -793,7 +793,32 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert stages['base']['time_s'] > 0
     tuned = 'mixed_aug_clean_prob0.047619'  # its config's default first
     assert {f'{tuned}@tune', tuned} <= set(stages)
-    assert (work_dir / 'camvid_quick.md').read_text().startswith('# ')
+    # Every goal between two methods has its 95% interval over the val
+    # frames (two here), and is met only when the interval clears it.
+    intervals = results['intervals']
+    assert intervals['frames'] == 2 and intervals['level'] == 0.95
+    assert intervals['without_frame_areas'] == []
+    between = [g for g in results['goals'] if 'interval' in g]
+    assert {
+        'gearnn_recipe - stability (mIoU points)',
+        'gearnn_recipe - mixed_aug (mIoU points)',
+        'gearnn_recipe clean - clean model clean (mIoU points, within 1 '
+        'below)',
+    } <= {g['goal'] for g in between}
+    for goal in between:
+        low, high = goal['interval']
+        assert low <= high, goal
+        assert (
+            goal['met']
+            == {
+                '>=': low >= goal['target'] - 1e-9,
+                '>': low > goal['target'] + 1e-9,
+                '<=': high <= goal['target'] + 1e-9,
+            }[goal['compare']]
+        ), goal
+    assert (work_dir / 'clean' / 'eval' / 'frame_areas.npz').is_file()
+    markdown = (work_dir / 'camvid_quick.md').read_text()
+    assert markdown.startswith('# ') and '| 95% interval |' in markdown
     assert (work_dir / 'camvid_quick.png').stat().st_size > 0
 
     # A second run reuses every stage: nothing is trained again.
@@ -804,6 +829,7 @@ def test_quick_benchmark_end_to_end(camvid_root, tmp_path):
     assert ': running' not in proc.stdout + proc.stderr
     again = json.loads((work_dir / 'camvid_quick.json').read_text())
     assert again['methods'] == results['methods']
+    assert again['goals'] == results['goals']  # the same draws
     assert again['stages'] == {
         n: dict(st, reused=True) for n, st in stages.items()
     }
