@@ -103,16 +103,7 @@ def test_the_target_is_the_base_in_inference_mode_on_the_clean_frame():
     # modes are restored after the target pass
     assert model.training and model.segmentor.decode_head.conv_seg.training
     model.eval()
-    clean = model.data_preprocessor(
-        dict(
-            inputs=[
-                torch.from_numpy(s.metainfo['clean_img'].transpose(2, 0, 1))
-                for s in data['data_samples']
-            ],
-            data_samples=copy.deepcopy(data['data_samples']),
-        ),
-        False,
-    )['inputs']
+    clean = clean_inputs(model, data)
     with torch.no_grad():
         expected = model.segmentor.decode_head.forward(
             model.segmentor.extract_feat(clean)
