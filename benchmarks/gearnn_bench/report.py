@@ -253,13 +253,24 @@ def results_markdown(results: dict, png: Optional[str] = None) -> str:
         '## Goals',
         '',
         *interval_lines(results.get('intervals')),
-        '| goal | measured | 95% interval | target | met | short by | seeds |',
-        '| --- | ---: | --- | ---: | --- | ---: | --- |',
+    ]
+    # Results from before the intervals keep their table as written.
+    with_intervals = 'intervals' in results or any(
+        'interval' in g for g in results['goals']
+    )
+    interval_head = ' 95% interval |' if with_intervals else ''
+    lines += [
+        f'| goal | measured |{interval_head} target | met | short by '
+        '| seeds |',
+        '| --- | ---: |'
+        + (' --- |' if with_intervals else '')
+        + ' ---: | --- | ---: | --- |',
     ]
     for g in results['goals']:
+        interval = f' {_interval(g)} |' if with_intervals else ''
         lines.append(
-            f'| {g["goal"]} | {g["value"]:.4g} | {_interval(g)} '
-            f'| {g["compare"]} {g["target"]:g} '
+            f'| {g["goal"]} | {g["value"]:.4g} |{interval} '
+            f'{g["compare"]} {g["target"]:g} '
             f'| {"yes" if g["met"] else "no"} '
             f'| {g["short_by"]:.4g} | {_noise(g)} |'
         )
