@@ -103,6 +103,22 @@ class OnlineStages:
         name = self.recipe_name(robust, seed, teacher)
         return f'{name}_plus_{adaptation}'
 
+    def _finished_gears(self, base, robust, split, teacher):
+        """The checkpoint and options (trained sweep) of the recipe's
+        gears over ``robust`` from ``teacher``, for ``split``: a finished
+        stage, never trained here (:func:`cached_only`)."""
+        from .corruption_stages import SWEEP_KEY
+
+        with cached_only(self.cache):
+            _, ckpt, options = self.recipe_gears(
+                base,
+                split=split,
+                robust=robust,
+                robust_split='val',
+                teacher=teacher,
+            )
+        return ckpt, dict(options, **{SWEEP_KEY: 'trained'})
+
     def recipe_online(
         self,
         base: str,
@@ -117,22 +133,12 @@ class OnlineStages:
         does) under ``adaptation``, on the trained sweep of ``split``. The
         gears' stages are reused, never trained here
         (:func:`cached_only`)."""
-        from .corruption_stages import SWEEP_KEY
-
         wrapper = check_adaptation(adaptation)
         if robust not in ROBUST_BASES:
             raise ValueError(
                 f'unknown robust base {robust!r}; choose from {ROBUST_BASES}'
             )
-        with cached_only(self.cache):
-            _, ckpt, options = self.recipe_gears(
-                base,
-                split=split,
-                robust=robust,
-                robust_split='val',
-                teacher=teacher,
-            )
-        options = dict(options, **{SWEEP_KEY: 'trained'})
+        ckpt, options = self._finished_gears(base, robust, split, teacher)
         if wrapper is not None:
             options[ONLINE_KEY] = wrapper
         return self.evaluated(
@@ -233,18 +239,8 @@ class OnlineStages:
         each round timing a pair (adapted, plain) in alternating order;
         the median over rounds of the CPU-time ratio (as
         ``benchmarks/tta_cost.py``)."""
-        from .corruption_stages import SWEEP_KEY
-
         init_default_scope('mmseg')
-        with cached_only(self.cache):
-            _, ckpt, options = self.recipe_gears(
-                base,
-                split=split,
-                robust=robust,
-                robust_split='val',
-                teacher=teacher,
-            )
-        options = dict(options, **{SWEEP_KEY: 'trained'})
+        ckpt, options = self._finished_gears(base, robust, split, teacher)
         name = self.online_name('cost', robust, teacher=teacher)
         stage_dir = osp.join(self.work_dir, name)
         models = {}
