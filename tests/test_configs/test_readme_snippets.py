@@ -14,6 +14,7 @@ from user_configs import (
     FAMILIES,
     README,
     REPO_ROOT,
+    TINY_PSPNET,
     as_cli,
     cityscapes_layout,
     doc_block,
@@ -24,18 +25,6 @@ from user_configs import (
 import mmseg_gearnn  # noqa: F401
 
 TIMEOUT = 300
-# The inherited PSPNet Cityscapes pipelines, at a 32x32 crop: what a user
-# passes to try the config on a CPU.
-TINY_PSPNET = {
-    'model.segmentor.data_preprocessor.size': (32, 32),
-    'train_dataloader.dataset.pipeline.2.scale': (64, 32),
-    'train_dataloader.dataset.pipeline.3.crop_size': (32, 32),
-    'val_dataloader.dataset.pipeline.1.scale': (64, 32),
-    'test_dataloader.dataset.pipeline.1.scale': (64, 32),
-    # BN re-estimation after training on two batches only.
-    'gearnn_hooks.2.batches_per_gear': 1,
-    'gearnn_hooks.2.max_batches': 2,
-}
 
 
 def test_own_project_config_trains_gears_with_tools_train(tmp_path):

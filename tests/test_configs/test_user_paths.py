@@ -26,6 +26,7 @@ from test_packaging.test_wheel_install import (  # noqa: F401 (fixtures)
 from user_configs import (
     FAMILIES,
     REPO_ROOT,
+    TINY_PSPNET,
     as_cli,
     cityscapes_layout,
     own_project_config,
@@ -36,18 +37,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 TIMEOUT = 600
 MAX_ITERS = 2
-# The inherited PSPNet Cityscapes pipelines at a 32x32 crop, BN
-# re-estimation on two batches (as tests/test_configs/
-# test_readme_snippets.py shrinks them).
-TINY_PSPNET = {
-    'model.segmentor.data_preprocessor.size': (32, 32),
-    'train_dataloader.dataset.pipeline.2.scale': (64, 32),
-    'train_dataloader.dataset.pipeline.3.crop_size': (32, 32),
-    'val_dataloader.dataset.pipeline.1.scale': (64, 32),
-    'test_dataloader.dataset.pipeline.1.scale': (64, 32),
-    'gearnn_hooks.2.batches_per_gear': 1,
-    'gearnn_hooks.2.max_batches': 2,
-}
 SPACE = dict(distortions=dict(jpeg=[10, 5], brightness=[0.3]))
 LEVEL = ('jpeg', '10')  # the gear to export
 

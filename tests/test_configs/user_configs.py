@@ -26,6 +26,18 @@ USAGE = REPO_ROOT / 'docs' / 'usage.md'
 PSPNET = 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py'
 CROP = (32, 32)  # (h, w)
 NUM_FRAMES = 2
+# The inherited PSPNet Cityscapes pipelines at a 32x32 crop, BN
+# re-estimation after training on two batches only: what a user passes to
+# try the own-project config on a CPU.
+TINY_PSPNET = {
+    'model.segmentor.data_preprocessor.size': (32, 32),
+    'train_dataloader.dataset.pipeline.2.scale': (64, 32),
+    'train_dataloader.dataset.pipeline.3.crop_size': (32, 32),
+    'val_dataloader.dataset.pipeline.1.scale': (64, 32),
+    'test_dataloader.dataset.pipeline.1.scale': (64, 32),
+    'gearnn_hooks.2.batches_per_gear': 1,
+    'gearnn_hooks.2.max_batches': 2,
+}
 
 
 def doc_block(heading: str, index: int = 0, doc: Path = USAGE) -> str:
